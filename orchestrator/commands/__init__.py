@@ -1,0 +1,13 @@
+"""Command groups of the ``orchestrate`` CLI, one module per concern."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Attach every command module to ``app``. Each module exposes ``register(app)``."""
+    from orchestrator.commands import version  # noqa: PLC0415
+
+    for module in (version,):
+        module.register(app)

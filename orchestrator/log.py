@@ -1,0 +1,95 @@
+"""Structured logging and the one redaction function used by logs and the event store.
+
+``Redactor`` replaces every registered secret value and common key shapes (``sk-ant-...``,
+``sk-...``, ``AIza...``, bearer tokens) with ``[REDACTED]``. The process-wide instance ``REDACTOR``
+is filled at start from the settings; ``configure_logging`` installs it as a structlog processor.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+MASK = "[REDACTED]"
+KEY_SHAPES = re.compile(
+    r"sk-ant-[A-Za-z0-9_\-]{8,}"
+    r"|sk-(?:proj-)?[A-Za-z0-9_\-]{16,}"
+    r"|AIza[0-9A-Za-z_\-]{30,}"
+    r"|(?i:bearer\s+)[A-Za-z0-9._\-]{16,}"
+)
+_MIN_SECRET = 6
+
+
+class Redactor:
+    """Replaces known secret values and key-shaped strings. Thread-safe to register into."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] = KEY_SHAPES
+        self.register(*secrets)
+
+    def register(self, *secrets: str) -> None:
+        """Add secret values; values shorter than 6 characters are ignored (too many false hits)."""
+        with self._lock:
+            new = {s for s in secrets if s and len(s) >= _MIN_SECRET} - self._secrets
+            if not new:
+                return
+            self._secrets |= new
+            known = "|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True))
+            self._pattern = re.compile(f"{known}|{KEY_SHAPES.pattern}")
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(MASK, text)
+
+    def value(self, obj: Any) -> Any:
+        """Redact every string inside a JSON-like value."""
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, dict):
+            return {k: self.value(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [self.value(v) for v in obj]
+        return obj
+
+
+REDACTOR = Redactor()
+
+
+def redact(text: str) -> str:
+    """Redact ``text`` with the process-wide redactor."""
+    return REDACTOR(text)
+
+
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return {k: REDACTOR.value(v) for k, v in event_dict.items()}
+
+
+def configure_logging(level: str = "info", json: bool | None = None) -> None:
+    """Configure structlog once: redaction, ISO time, JSON when stderr is not a terminal."""
+    as_json = (not sys.stderr.isatty()) if json is None else json
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,410 @@
+"""The event store: ``events.jsonl`` of one session, append-only, the single source of truth.
+
+- ``EventWriter`` (one per session, guarded by an ``flock`` on ``lock``) alone assigns gap-free
+  ``seq``s. ``append`` buffers; ``flush``/``commit`` write the batch with one ``write``, ``fsync`` it,
+  and only then fold it into the live state and wake readers. A failed write (disk full) truncates
+  the partial batch away, keeps it buffered and raises ``StoreFull``: the log stays readable.
+- A torn last line (a crash mid-write) is ignored by readers and truncated when a writer reopens.
+  A corrupt line elsewhere is skipped with a warning, never an exception.
+- Every ``snapshot_every`` events the state is written to ``snapshot.json`` with the byte offset it
+  covers, so that rebuilding a long session folds only the tail.
+- ``EventReader`` reads from any ``seq`` and follows the file as it grows: woken by an in-process
+  writer when there is one, by polling otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import orjson
+from pydantic import ValidationError
+
+from orchestrator.errors import SessionLocked, SessionNotFound, StoreError, StoreFull
+from orchestrator.log import REDACTOR, Redactor, get_logger
+from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, utcnow
+from orchestrator.paths import SessionPaths
+
+log = get_logger(__name__)
+SNAPSHOT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file, fsync and rename: all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise StoreFull(f"disk full writing {path}: free space in the workspace and retry") from exc
+        raise StoreError(f"cannot write {path}: {exc}") from exc
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def parse_line(raw: bytes) -> AgentEvent | None:
+    """One stored line -> an event, or None if it is not a valid event (logged, never raised)."""
+    try:
+        return AgentEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        log.warning(
+            "store.corrupt_line", error=str(exc).splitlines()[0], line=raw[:120].decode(errors="replace")
+        )
+        return None
+
+
+def iter_lines(path: Path, offset: int = 0) -> Iterator[tuple[bytes, int]]:
+    """Yield ``(line, end_offset)`` for each complete line from ``offset``; a torn tail is not yielded."""
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        pos, rest = offset, b""
+        while chunk := handle.read(_CHUNK):
+            buf = rest + chunk
+            start = 0
+            while (nl := buf.find(b"\n", start)) != -1:
+                line = buf[start:nl]
+                start = nl + 1
+                if line.strip():
+                    yield line, pos + start
+            pos += start
+            rest = buf[start:]
+
+
+@dataclass
+class Snapshot:
+    seq: int
+    offset: int
+    state: SessionState
+
+    def dump(self) -> bytes:
+        body = {"version": SNAPSHOT_VERSION, "seq": self.seq, "offset": self.offset,
+                "state": self.state.model_dump(mode="json")}  # fmt: skip
+        return orjson.dumps(body)
+
+    @classmethod
+    def load(cls, path: Path) -> Snapshot | None:
+        """The snapshot at ``path``, or None when absent, unreadable or from another version."""
+        try:
+            body = orjson.loads(path.read_bytes())
+            if body.get("version") != SNAPSHOT_VERSION:
+                return None
+            return cls(int(body["seq"]), int(body["offset"]), SessionState.model_validate(body["state"]))
+        except (OSError, ValueError, KeyError, TypeError, ValidationError):
+            return None
+
+
+class EventReader:
+    """Reads a session's log from any process: from a seq, as a whole state, or following growth."""
+
+    def __init__(self, paths: SessionPaths) -> None:
+        self.paths = paths
+
+    def exists(self) -> bool:
+        return self.paths.events.exists()
+
+    def _require(self) -> None:
+        if not self.paths.events.exists():
+            raise SessionNotFound(f"no session {self.paths.session_id!r} in {self.paths.workspace}")
+
+    def read(self, after: int = 0) -> Iterator[AgentEvent]:
+        """Every stored event with ``seq > after``, in order."""
+        self._require()
+        offset = 0
+        snap = Snapshot.load(self.paths.snapshot)
+        if snap is not None and snap.seq <= after and snap.offset <= self.paths.events.stat().st_size:
+            offset = snap.offset
+        for line, _ in iter_lines(self.paths.events, offset):
+            event = parse_line(line)
+            if event is not None and event.seq > after:
+                yield event
+
+    def read_with_offsets(self, offset: int = 0) -> Iterator[tuple[AgentEvent, int]]:
+        self._require()
+        for line, end in iter_lines(self.paths.events, offset):
+            event = parse_line(line)
+            if event is not None:
+                yield event, end
+
+    def rebuild(self) -> tuple[SessionState, int]:
+        """The session's state from the snapshot plus the tail, and the byte offset it covers."""
+        self._require()
+        snap = Snapshot.load(self.paths.snapshot)
+        state, offset = SessionState(), 0
+        if snap is not None and snap.offset <= self.paths.events.stat().st_size:
+            state, offset = snap.state, snap.offset
+        start = offset
+        for event, end in self.read_with_offsets(offset):
+            if offset == start and snap is not None and event.seq != state.last_seq + 1:
+                # the snapshot does not fit this log (a restored backup?): fold from scratch
+                full = SessionState()
+                for event_, end_ in self.read_with_offsets(0):
+                    apply(full, event_)
+                    offset = end_
+                return full, offset
+            if event.seq > state.last_seq:
+                apply(state, event)
+            offset = end
+        return state, offset
+
+    def state(self) -> SessionState:
+        return self.rebuild()[0]
+
+    async def follow(
+        self, after: int = 0, writer: EventWriter | None = None, poll_s: float = 0.2
+    ) -> AsyncIterator[AgentEvent]:
+        """Yield every event with ``seq > after``, then new ones as they are stored, forever.
+
+        Woken by ``writer`` when it lives in this process, else by polling every ``poll_s``.
+        The caller ends the iteration (e.g. after ``session_finished``).
+        """
+        self._require()
+        wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def _notify(_: int) -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        unsubscribe = writer.subscribe(_notify) if writer is not None else None
+        offset, last = 0, after
+        try:
+            while True:
+                wake.clear()
+                batch, offset = await asyncio.to_thread(self._read_from, offset, last)
+                for event in batch:
+                    last = event.seq
+                    yield event
+                if not batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=poll_s)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def _read_from(self, offset: int, after: int) -> tuple[list[AgentEvent], int]:
+        events: list[AgentEvent] = []
+        for line, end in iter_lines(self.paths.events, offset):
+            offset = end
+            if b'"seq":' not in line[:16]:
+                continue
+            event = parse_line(line)
+            if event is not None and event.seq > after:
+                events.append(event)
+            if len(events) >= 2000:
+                break
+        return events, offset
+
+
+@dataclass
+class _Batch:
+    events: list[AgentEvent] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+
+
+class EventWriter:
+    """The one writer of a session's log. Use ``EventWriter.open(paths)`` as a context manager."""
+
+    def __init__(self, paths: SessionPaths, fd: int, lock_fd: int, state: SessionState, offset: int,
+                 redactor: Redactor, snapshot_every: int) -> None:  # fmt: skip
+        self.paths = paths
+        self.state = state
+        self._fd = fd
+        self._lock_fd = lock_fd
+        self._offset = offset
+        self._redact = redactor
+        self._snapshot_every = snapshot_every
+        self._snapshot_seq = state.last_seq
+        self._next_seq = state.last_seq + 1
+        self._pending = _Batch()
+        self._guard = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+        self._has_pending = threading.Event()
+        self.closed = False
+
+    @classmethod
+    def open(cls, paths: SessionPaths, redactor: Redactor = REDACTOR, snapshot_every: int = 10_000,
+             create: bool = True) -> Self:  # fmt: skip
+        """Lock the session, repair a torn tail, rebuild the state; ``SessionLocked`` if taken."""
+        if not create and not paths.events.exists():
+            raise SessionNotFound(f"no session {paths.session_id!r} in {paths.workspace}")
+        paths.root.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(lock_fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(lock_fd)
+            raise SessionLocked(
+                f"session {paths.session_id} is being run by pid {holder}; stop that process or wait for it"
+            ) from None
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, str(os.getpid()).encode(), 0)
+        try:
+            fd = os.open(paths.events, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            _repair_tail(fd)
+            state, _ = EventReader(paths).rebuild()
+            offset = os.fstat(fd).st_size  # corrupt lines after the last good event stay; append after
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(paths, fd, lock_fd, state, offset, redactor, snapshot_every)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last durable event."""
+        return self.state.last_seq
+
+    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(last_seq)`` after every durable batch; returns the unsubscribe function."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def append(self, draft: EventDraft) -> AgentEvent:
+        """Buffer an event (redacted, with the next seq). Durable and visible after ``flush``."""
+        with self._guard:
+            event = AgentEvent.model_construct(
+                seq=self._next_seq, ts=utcnow(), session_id=self.paths.session_id, worker=draft.worker,
+                task_id=draft.task_id, type=draft.type, data=draft.data,
+            )  # fmt: skip
+            line = event.model_dump_json()
+            clean = self._redact(line)
+            if clean != line:
+                event = AgentEvent.model_validate_json(clean)
+            self._pending.events.append(event)
+            self._pending.lines.append(clean.encode())
+            self._next_seq += 1
+            self._has_pending.set()
+            return event
+
+    def emit(self, worker: str, data: object, task_id: str | None = None) -> AgentEvent:
+        """Shorthand: ``append(EventDraft.of(worker, data, task_id))``."""
+        return self.append(EventDraft.of(worker, data, task_id))  # type: ignore[arg-type]
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending.events)
+
+    def flush(self) -> int:
+        """Write, fsync and publish everything buffered; returns the last durable seq."""
+        with self._write_lock:
+            with self._guard:
+                batch, self._pending = self._pending, _Batch()
+                self._has_pending.clear()
+            if not batch.events:
+                return self.last_seq
+            try:
+                self._write(b"\n".join(batch.lines) + b"\n")
+            except BaseException:
+                with self._guard:
+                    self._pending = _Batch(
+                        batch.events + self._pending.events, batch.lines + self._pending.lines
+                    )
+                    self._has_pending.set()
+                raise
+            for event in batch.events:
+                apply(self.state, event)
+            if self.last_seq - self._snapshot_seq >= self._snapshot_every:
+                self.snapshot()
+        for listener in list(self._listeners):
+            listener(self.last_seq)
+        return self.last_seq
+
+    async def commit(self) -> int:
+        """``flush`` off the event loop."""
+        return await asyncio.to_thread(self.flush)
+
+    async def run_flusher(self, interval_s: float = 0.005) -> None:
+        """Flush batches until cancelled: group commit for high event rates."""
+        while True:
+            await asyncio.to_thread(self._has_pending.wait, 0.5)
+            if self._has_pending.is_set():
+                if interval_s:
+                    await asyncio.sleep(interval_s)
+                await self.commit()
+
+    def _write(self, data: bytes) -> None:
+        start = self._offset
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(
+                    f"disk full appending to {self.paths.events}: free space in the workspace; "
+                    "nothing was lost, the events stay buffered"
+                ) from exc
+            raise StoreError(f"cannot append to {self.paths.events}: {exc}") from exc
+        self._offset = start + len(data)
+
+    def snapshot(self) -> None:
+        """Write the state and the byte offset it covers to ``snapshot.json`` (atomically)."""
+        try:
+            atomic_write(self.paths.snapshot, Snapshot(self.last_seq, self._offset, self.state).dump())
+            self._snapshot_seq = self.last_seq
+        except StoreError as exc:  # a snapshot is a cache: losing one costs time, not data
+            log.warning("store.snapshot_failed", error=str(exc))
+
+    def close(self) -> None:
+        """Flush what is buffered, snapshot, release the lock. Idempotent."""
+        if self.closed:
+            return
+        try:
+            with contextlib.suppress(StoreError):
+                self.flush()
+            if self.last_seq != self._snapshot_seq:
+                self.snapshot()
+        finally:
+            self.closed = True
+            os.close(self._fd)
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+
+def _repair_tail(fd: int) -> None:
+    """Truncate a torn last line (bytes after the last newline)."""
+    size = os.fstat(fd).st_size
+    pos = size
+    while pos > 0:
+        step = min(_CHUNK, pos)
+        chunk = os.pread(fd, step, pos - step)
+        nl = chunk.rfind(b"\n")
+        if nl != -1:
+            end = pos - step + nl + 1
+            if end != size:
+                log.warning("store.torn_tail_repaired", dropped_bytes=size - end)
+                os.ftruncate(fd, end)
+            return
+        pos -= step
+    if size:
+        log.warning("store.torn_tail_repaired", dropped_bytes=size)
+        os.ftruncate(fd, 0)
