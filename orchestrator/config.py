@@ -104,12 +104,26 @@ class Settings(BaseSettings):
     flush_interval_s: float = Field(default=0.005, ge=0, description="longest wait before a batch is fsynced")
     snapshot_every: int = Field(default=10_000, ge=100, description="events between state snapshots")
     log_level: str = Field(default="info", description="structlog level")
-    limits: LimitSettings = Field(default_factory=LimitSettings)
-    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
-    review: ReviewSettings = Field(default_factory=ReviewSettings)
-    claude: AgentSettings = Field(default_factory=lambda: _agent(["api.anthropic.com"]))
-    codex: AgentSettings = Field(default_factory=lambda: _agent(["api.openai.com", "chatgpt.com"]))
-    gemini: AgentSettings = Field(default_factory=lambda: _agent(["generativelanguage.googleapis.com"]))
+    limits: LimitSettings = Field(
+        default_factory=LimitSettings, description="container resources (ORCH_LIMITS__*)"
+    )
+    recovery: RecoverySettings = Field(
+        default_factory=RecoverySettings, description="recovery knobs (ORCH_RECOVERY__*)"
+    )
+    review: ReviewSettings = Field(
+        default_factory=ReviewSettings, description="review knobs (ORCH_REVIEW__*)"
+    )
+    claude: AgentSettings = Field(
+        default_factory=lambda: _agent(["api.anthropic.com"]), description="Claude Code (ORCH_CLAUDE__*)"
+    )
+    codex: AgentSettings = Field(
+        default_factory=lambda: _agent(["api.openai.com", "chatgpt.com"]),
+        description="Codex CLI (ORCH_CODEX__*)",
+    )
+    gemini: AgentSettings = Field(
+        default_factory=lambda: _agent(["generativelanguage.googleapis.com"]),
+        description="Gemini CLI (ORCH_GEMINI__*)",
+    )
 
     @field_validator("workspace")
     @classmethod

@@ -10,6 +10,7 @@ CLI exit code (``../spec/FLOW.md``) and the HTTP status (``API_SPEC.md``) it map
     │   ├── UnsafeMount                   exit 2  HTTP 400  unsafe_mount
     │   ├── DirtyRepository               exit 2  HTTP 409  dirty_repository
     │   └── ConfigError                   exit 2  HTTP 400  bad_config
+    ├── Unauthorized                      exit 2  HTTP 401  unauthorized
     ├── SessionNotFound                   exit 2  HTTP 404  not_found
     ├── StateConflict                     exit 2  HTTP 409  conflict
     │   ├── SessionLocked                 exit 2  HTTP 409  session_locked
@@ -21,6 +22,7 @@ CLI exit code (``../spec/FLOW.md``) and the HTTP status (``API_SPEC.md``) it map
     ├── StoreError                        exit 1  HTTP 500  store
     │   └── StoreFull                     exit 1  HTTP 507  disk_full
     ├── RuntimeFailure                    exit 1  HTTP 502  runtime
+    │   └── ContainerNotFound             exit 1  HTTP 502  container_not_found
     ├── PlanInvalid                       exit 1  HTTP 422  plan_invalid
     ├── SessionFailed                     exit 1  HTTP 500  session_failed
     ├── SessionStopped                    exit 3  HTTP 409  session_stopped
@@ -86,6 +88,14 @@ class ConfigError(UsageError):
     """A setting has a value the orchestrator cannot use."""
 
     code = "bad_config"
+
+
+class Unauthorized(OrchestratorError):
+    """An API request without the right bearer token."""
+
+    exit_code = 2
+    http_status = 401
+    code = "unauthorized"
 
 
 class SessionNotFound(OrchestratorError):
@@ -160,6 +170,12 @@ class RuntimeFailure(OrchestratorError):
 
     http_status = 502
     code = "runtime"
+
+
+class ContainerNotFound(RuntimeFailure):
+    """The container is gone (removed, or never existed): relaunch instead of re-attaching."""
+
+    code = "container_not_found"
 
 
 class PlanInvalid(OrchestratorError):

@@ -71,6 +71,11 @@ def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> 
     return {k: REDACTOR.value(v) for k, v in event_dict.items()}
 
 
+def _stderr_logger(*_: Any) -> Any:
+    """A logger on the *current* ``sys.stderr`` (it may be replaced after configuration)."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
     """Configure structlog once: redaction, ISO time, JSON when stderr is not a terminal."""
     as_json = (not sys.stderr.isatty()) if json is None else json
@@ -86,7 +91,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

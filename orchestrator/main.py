@@ -28,7 +28,7 @@ def _root() -> None:
 
 def _register() -> None:
     """Attach the command groups; each lives in ``orchestrator/commands/``."""
-    from orchestrator.commands import register  # noqa: PLC0415
+    from orchestrator.commands import register
 
     register(app)
 

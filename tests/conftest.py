@@ -19,7 +19,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 
 def docker_answers() -> bool:
-    import docker  # noqa: PLC0415 - only the fixture needs it
+    import docker
 
     try:
         client = docker.from_env(timeout=5)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails
 
 from orchestrator.models.common import AgentName, Model, UtcDatetime
 from orchestrator.models.plan import TaskBreakdown
@@ -249,7 +250,16 @@ def _dispatch(values: Any) -> Any:
             raise ValueError(f"type: unknown event type {kind!r}")
         data = values["data"]
         if not isinstance(data, payload):
-            values = {**values, "data": payload.model_validate(data)}
+            try:
+                values = {**values, "data": payload.model_validate(data)}
+            except ValidationError as exc:  # name the field as data.<field>
+                errors = [
+                    InitErrorDetails(
+                        type=e["type"], loc=("data", *e["loc"]), input=e["input"], ctx=e.get("ctx", {})
+                    )
+                    for e in exc.errors()
+                ]
+                raise ValidationError.from_exception_data(f"{kind} event", errors) from None
     return values
 
 
