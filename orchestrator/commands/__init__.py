@@ -7,7 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every command module to ``app``. Each module exposes ``register(app)``."""
-    from orchestrator.commands import version  # noqa: PLC0415
+    from orchestrator.commands import images, version
 
-    for module in (version,):
+    for module in (version, images):
         module.register(app)
