@@ -1,0 +1,137 @@
+"""Which turn answers a request: scripts consumed in order, under one lock.
+
+``ScenarioState.pick(request)`` walks the scripts in file order and takes the first one whose
+matcher fits the request and which still has turns left; it hands out that script's current turn
+and advances after the turn was served ``repeat`` times (never, for ``repeat = "forever"``).
+``answer_for`` fills a message turn's placeholders (``${cwd}``, captures) for one request.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.modelserver.incoming import Incoming
+from orchestrator.modelserver.scenario import (
+    PLACEHOLDER,
+    RawTool,
+    RunShell,
+    Scenario,
+    Script,
+    Turn,
+    WriteFile,
+)
+from orchestrator.modelserver.wire import Answer
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The turn chosen for one request; ``attempt`` counts its uses, from 1."""
+
+    script: Script
+    turn: Turn
+    attempt: int
+
+
+def matches(script: Script, request: Incoming) -> bool:
+    """True when every matcher the script states fits the request (no matcher: every request)."""
+    if script.agent is not None and script.agent != request.agent:
+        return False
+    if script.prompt is not None and script.prompt not in request.user_text:
+        return False
+    return script.system is None or script.system in request.system_text
+
+
+class ScenarioState:
+    """The position of every script; thread-safe (the HTTP server answers in threads)."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = scenario
+        self._lock = threading.Lock()
+        self._position = [0] * len(scenario.scripts)
+        self._served = [0] * len(scenario.scripts)
+
+    def pick(self, request: Incoming) -> Pick | None:
+        """The next turn for ``request``, or None when no script with turns left matches it."""
+        with self._lock:
+            for index, script in enumerate(self.scenario.scripts):
+                position = self._position[index]
+                if position >= len(script.turns) or not matches(script, request):
+                    continue
+                turn = script.turns[position]
+                self._served[index] += 1
+                attempt = self._served[index]
+                if turn.repeat is not None and attempt >= turn.repeat:
+                    self._position[index] += 1
+                    self._served[index] = 0
+                return Pick(script, turn, attempt)
+        return None
+
+    def reset(self) -> None:
+        """Start every script again from its first turn."""
+        with self._lock:
+            self._position = [0] * len(self.scenario.scripts)
+            self._served = [0] * len(self.scenario.scripts)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Where each script stands, for ``GET /_scenario/state``."""
+        with self._lock:
+            scripts = [
+                {
+                    "name": script.name,
+                    "agent": script.agent,
+                    "prompt": script.prompt,
+                    "system": script.system,
+                    "turns": len(script.turns),
+                    "next_turn": min(self._position[i], len(script.turns)) + 1,
+                    "served_of_next": self._served[i],
+                    "done": self._position[i] >= len(script.turns),
+                }
+                for i, script in enumerate(self.scenario.scripts)
+            ]
+        return {
+            "source": self.scenario.source,
+            "description": self.scenario.description,
+            "scripts": scripts,
+            "done": all(s["done"] for s in scripts),
+        }
+
+
+def answer_for(turn: Turn, request: Incoming, default_cwd: str | None) -> tuple[Answer, list[str]]:
+    """The turn's message with placeholders filled; also the capture names that found nothing."""
+    cwd = request.cwd or default_cwd
+    values = {"cwd": cwd or ""}
+    missing: list[str] = []
+    haystack = request.user_text + "\n" + request.system_text
+    for name, pattern in turn.capture.items():
+        found = pattern.search(haystack)
+        values[name] = found.group(1) if found else ""
+        if not found:
+            missing.append(name)
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), value)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    tool = turn.tool
+    if isinstance(tool, WriteFile):
+        tool = WriteFile(fill(tool.path), fill(tool.content))
+    elif isinstance(tool, RunShell):
+        tool = RunShell(fill(tool.command))
+    elif isinstance(tool, RawTool):
+        tool = RawTool(tool.name, fill(tool.input))
+    answer = Answer(
+        text=fill(turn.text),
+        data=fill(turn.json),
+        tool=tool,
+        usage=turn.usage,
+        chunks=turn.chunks,
+        cwd=cwd,
+    )
+    return answer, missing
