@@ -112,6 +112,13 @@ class CliRetry(Model):
     detail: str = ""
 
 
+class CliRefused(Model):
+    """The CLI refused to start or to continue for a reason the same command cannot get past."""
+
+    reason: Literal["untrusted_workspace", "root_bypass", "bad_arguments", "resume_not_found", "environment"]
+    detail: str = ""
+
+
 class CliSession(Model):
     """The CLI's own session / thread id, used to resume its conversation."""
 
@@ -125,12 +132,16 @@ class AgentResult(Model):
     text: str = ""
     subtype: str = ""
     duration_ms: int | None = None
+    structured: dict[str, Any] | None = Field(
+        default=None, description="the JSON object the CLI returned for a schema (Claude --json-schema)"
+    )
 
 
 class Usage(Model):
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
     cost_usd: float | None = None
+    cached_input_tokens: int = Field(default=0, ge=0, description="part of input_tokens read from a cache")
 
 
 class Recovery(Model):
@@ -208,6 +219,7 @@ PAYLOADS: dict[str, type[Model]] = {
     "api_error": ApiError,
     "cli_retry": CliRetry,
     "cli_session": CliSession,
+    "cli_refused": CliRefused,
     "agent_result": AgentResult,
     "usage": Usage,
     "recovery": Recovery,
@@ -230,6 +242,7 @@ EventType = Literal[
     "permission_denied", "rate_limited", "auth_failed", "api_error", "cli_retry", "cli_session",
     "agent_result", "usage", "recovery", "worker_exited", "task_finished", "review_requested",
     "review_received", "decision", "human_decision", "merged", "merge_conflict", "egress_denied", "error",
+    "cli_refused",
 ]  # fmt: skip
 
 EventData = (
@@ -237,7 +250,7 @@ EventData = (
     | WorkerStarted | Output | Message | ToolCall | ToolResult | PermissionDenied | RateLimited | AuthFailed
     | ApiError | CliRetry | CliSession | AgentResult | Usage | Recovery | WorkerExited | TaskFinished
     | ReviewRequested | ReviewReceived | Decision | HumanDecision | Merged | MergeConflict | EgressDenied
-    | Error
+    | Error | CliRefused
 )  # fmt: skip
 
 
