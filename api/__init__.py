@@ -1,0 +1,1 @@
+"""The HTTP API and dashboard: ``create_app(settings, runner)`` (see ``api.app``)."""

@@ -1,0 +1,192 @@
+"""Server-sent events of one session, one independent feed per reader.
+
+Each reader follows ``events.jsonl`` itself (``EventReader.follow``), woken by the in-process writer
+when the session runs here and by polling otherwise, so readers never block the writer and a
+reader's position is just a ``seq``. Between the file and the socket sits a ``ReaderFeed``: a
+bounded buffer that a pump task fills. Its guarantees:
+
+- In order, each event exactly once, from ``seq > after``; the feed ends after ``session_finished``.
+- Memory per reader is bounded: at most ``queue_size`` buffered events (plus one read batch).
+- A reader that takes no event for ``stall_s`` while its buffer is full is dropped: the feed ends at
+  once with ``StreamEnd(code="slow_reader")``. Nothing is lost: the log keeps every event and the
+  reader resumes from its ``Last-Event-ID``. A reader whose socket does not move at all is cut by
+  the response's ``send_timeout_s`` instead (nothing can be delivered to it any more).
+- When a stop event is set (server shutdown), the feed ends at once with ``code="shutting_down"``.
+
+On the wire (``to_sse``): ``id: <seq>``, ``event: <type>``, ``data: <AgentEvent JSON>``; a final
+``event: error`` without id carries ``{"error": {"code", "message"}, "resume_after": <seq>}``;
+``event: ping`` with ``{"ts": ...}`` keeps idle connections open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from sse_starlette import ServerSentEvent
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.log import get_logger
+from orchestrator.models import AgentEvent, utcnow
+
+log = get_logger(__name__)
+EndCode = Literal["slow_reader", "shutting_down", "store_error"]
+Stop = Callable[[], Awaitable[object]]
+
+# The OpenAPI (3.2 ``itemSchema``) of one event on the wire, as schemathesis and clients read it.
+SSE_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "description": "the AgentEvent type, or ping, or error"},
+        "id": {"type": "string", "description": "the event's seq (absent on ping and error)"},
+        "data": {"type": "string", "description": "JSON: the AgentEvent, or {ts}, or the error body"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """Knobs of every SSE stream; tests shrink the times."""
+
+    ping_s: float = 15.0
+    poll_s: float = 0.25
+    queue_size: int = 1000
+    stall_s: float = 10.0
+    send_timeout_s: float = 30.0
+    grace_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or min(self.ping_s, self.poll_s, self.stall_s, self.send_timeout_s) <= 0:
+            raise ValueError(f"invalid stream policy {self}: sizes and times must be positive")
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Why a feed ended early; becomes the final ``event: error``."""
+
+    code: EndCode
+    message: str
+    resume_after: int
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}, "resume_after": self.resume_after}
+
+
+class ReaderFeed:
+    """The events of one session for one reader, through a bounded buffer (see the module doc)."""
+
+    def __init__(self, source: AsyncIterator[AgentEvent], policy: StreamPolicy, stops: Sequence[Stop] = ()):
+        self._source = source
+        self._policy = policy
+        self._stops = stops
+        self._items: deque[AgentEvent] = deque()
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._end: StreamEnd | None = None
+        self._exhausted = False
+        self.last_sent = 0
+        self.high_water = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._items)
+
+    def _finish(self, end: StreamEnd) -> None:
+        if self._end is None:
+            self._end = end
+            self._items.clear()  # the reader resumes from the log; drop what it did not take
+            self._ready.set()
+
+    async def _pump(self) -> None:
+        try:
+            async for event in self._source:
+                while len(self._items) >= self._policy.queue_size:
+                    self._space.clear()
+                    try:
+                        await asyncio.wait_for(self._space.wait(), self._policy.stall_s)
+                    except TimeoutError:
+                        self._drop_slow()
+                        return
+                self._items.append(event)
+                self.high_water = max(self.high_water, len(self._items))
+                self._ready.set()
+                if event.type == "session_finished":
+                    return
+        except (OrchestratorError, OSError) as exc:
+            log.warning("sse.source_failed", error=str(exc))
+            self._finish(StreamEnd("store_error", f"reading the session failed: {exc}", self.last_sent))
+            return
+        finally:
+            aclose = getattr(self._source, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(RuntimeError):
+                    await aclose()  # runs the source's cleanup (the writer unsubscribes)
+        self._exhausted = True
+        self._ready.set()
+
+    def _drop_slow(self) -> None:
+        size, stall = self._policy.queue_size, self._policy.stall_s
+        log.info("sse.slow_reader_dropped", last_sent=self.last_sent, buffered=size)
+        self._finish(StreamEnd(
+            "slow_reader",
+            f"this reader took no event for {stall:g} s with {size} waiting and was dropped; "
+            f"reconnect with Last-Event-ID: {self.last_sent} (or ?after={self.last_sent}) to resume",
+            self.last_sent,
+        ))  # fmt: skip
+
+    async def _watch(self, stop: Stop) -> None:
+        await stop()
+        self._finish(StreamEnd(
+            "shutting_down", f"the server is shutting down; resume later with Last-Event-ID: {self.last_sent}",
+            self.last_sent,
+        ))  # fmt: skip
+
+    async def items(self) -> AsyncIterator[AgentEvent | StreamEnd]:
+        """Events in order, then possibly one ``StreamEnd``; ends after ``session_finished``."""
+        tasks = [asyncio.create_task(self._pump())]
+        tasks += [asyncio.create_task(self._watch(stop)) for stop in self._stops]
+        try:
+            while True:
+                if self._end is not None:
+                    yield self._end
+                    return
+                if self._items:
+                    event = self._items.popleft()
+                    self._space.set()
+                    self.last_sent = event.seq
+                    yield event
+                    if event.type == "session_finished":
+                        return
+                    continue
+                if self._exhausted:
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def to_sse(item: AgentEvent | StreamEnd) -> ServerSentEvent:
+    """One feed item as an SSE message."""
+    if isinstance(item, StreamEnd):
+        return ServerSentEvent(data=orjson.dumps(item.body()).decode(), event="error")
+    return ServerSentEvent(data=item.model_dump_json(), event=item.type, id=str(item.seq))
+
+
+def ping() -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps({"ts": utcnow().isoformat()}).decode(), event="ping")
+
+
+async def sse_messages(feed: ReaderFeed) -> AsyncIterator[ServerSentEvent]:
+    """The feed as SSE messages (the body of the stream response)."""
+    async for item in feed.items():
+        yield to_sse(item)
