@@ -7,14 +7,11 @@ stderr names the file, the turn and the key), 1 when the port cannot be bound.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 from orchestrator.modelserver.scenario import ScenarioError, load_scenario
-from orchestrator.modelserver.server import ModelServer
+from orchestrator.modelserver.server import ModelServer, serve_until_signal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,14 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         sys.stderr.write(f"modelserver: cannot listen on {args.host}:{args.port}: {err.strerror or err}\n")
         return 1
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # shutdown() waits for serve_forever to return, so it must not run on the serving thread.
-        threading.Thread(target=server.close, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    server.serve_forever()
+    serve_until_signal(server)
     return 0
 
 

@@ -21,12 +21,13 @@ import gzip
 import json
 import math
 import re
+import signal
 import socket
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import FrameType, ModuleType, TracebackType
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -351,3 +352,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def serve_until_signal(server: ModelServer) -> None:
+    """Serve on this thread until SIGTERM or SIGINT, then close (also as PID 1 in a container)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # close() waits for serve_forever to return, so it must not run on the serving thread.
+        threading.Thread(target=server.close, name="modelserver-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.serve_forever()
