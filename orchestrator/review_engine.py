@@ -20,21 +20,19 @@ the decision milder (tested as a property).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from orchestrator.config import ReviewSettings
 from orchestrator.errors import UsageError
 from orchestrator.log import get_logger
 from orchestrator.models.common import AgentName, Model, UtcDatetime
 from orchestrator.models.events import AgentEvent, TaskFinished, ToolCall
 from orchestrator.models.review import (
-    SEVERITY_ORDER,
     DecisionAction,
-    Finding,
     OrchestratorDecision,
     ReviewContext,
     ReviewRequest,
@@ -42,10 +40,19 @@ from orchestrator.models.review import (
     ReviewSubject,
 )
 from orchestrator.review_risk import RiskRules
+from orchestrator.review_rules import TriggerKind, Verdicts, first_rule
+
+__all__ = [
+    "DEFAULT_WRITE_TOOLS",
+    "ReviewContextInput",
+    "ReviewOrchestrator",
+    "ReviewPolicy",
+    "Trigger",
+    "TriggerKind",
+    "describe_validation",
+]
 
 log = get_logger(__name__)
-
-TriggerKind = Literal["task_finished", "risky_action", "checkpoint"]
 
 DEFAULT_WRITE_TOOLS = frozenset(
     {"write", "edit", "multiedit", "notebookedit", "write_file", "replace", "file_change", "apply_patch"}
@@ -81,7 +88,7 @@ class ReviewPolicy(Model):
         return value
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> ReviewPolicy:
+    def from_settings(cls, settings: ReviewSettings, **overrides: Any) -> ReviewPolicy:
         """A policy from ``Settings.review`` (``ReviewSettings``): fix_rounds and checkpoint_every."""
         knobs = {"fix_rounds": settings.fix_rounds, "checkpoint_every": settings.checkpoint_every}
         return cls.model_validate({**knobs, **overrides})
@@ -123,116 +130,6 @@ class ReviewContextInput(Model):
         if self.reviewers is not None and not self.reviewers:
             raise ValueError("reviewers: empty; name at least one reviewing agent")
         return self
-
-
-@dataclass(frozen=True)
-class _Verdicts:
-    """What the rules look at: the answers, how many were requested, the trigger."""
-
-    reviews: Sequence[ReviewResponse]
-    requested: int
-    trigger: TriggerKind
-    threshold: float
-
-
-Condition = Callable[[_Verdicts], list[str]]
-
-
-def _where(finding: Finding) -> str:
-    if finding.file is None:
-        return ""
-    return f" in {finding.file}" + (f":{finding.line}" if finding.line is not None else "")
-
-
-def _critical_response(v: _Verdicts) -> list[str]:
-    return [
-        f"{r.reviewer} rated the work critical ({r.verdict}, confidence {r.confidence:.2f}): {r.summary}".rstrip(
-            ": "
-        )
-        for r in v.reviews
-        if r.severity == "critical"
-    ]
-
-
-def _grave_security_finding(v: _Verdicts) -> list[str]:
-    return [
-        f"{r.reviewer}: {f.severity} {f.category} finding{_where(f)} (confidence {r.confidence:.2f}): {f.message}"
-        for r in v.reviews
-        if r.confidence >= v.threshold
-        for f in r.findings
-        if f.category in ("security", "destructive") and SEVERITY_ORDER[f.severity] >= SEVERITY_ORDER["high"]
-    ]
-
-
-def _confident_rejects(v: _Verdicts) -> list[ReviewResponse]:
-    return [r for r in v.reviews if r.verdict == "reject" and r.confidence >= v.threshold]
-
-
-def _majority_rejects(v: _Verdicts) -> list[str]:
-    rejects = _confident_rejects(v)
-    if 2 * len(rejects) <= v.requested:
-        return []
-    names = ", ".join(r.reviewer for r in rejects)
-    return [
-        f"{len(rejects)} of {v.requested} requested reviewers reject with confidence >= {v.threshold}: {names}"
-    ]
-
-
-def _any_reject(v: _Verdicts) -> list[str]:
-    return [
-        f"{r.reviewer} rejects (confidence {r.confidence:.2f}): {r.summary}".rstrip(": ")
-        for r in v.reviews
-        if r.verdict == "reject"
-    ]
-
-
-def _severity_at_least(level: str) -> Condition:
-    floor = SEVERITY_ORDER[level]
-
-    def condition(v: _Verdicts) -> list[str]:
-        reasons = [
-            f"{r.reviewer} rated the work {r.severity}"
-            for r in v.reviews
-            if SEVERITY_ORDER[r.severity] >= floor
-        ]
-        reasons += [
-            f"{r.reviewer}: {f.severity} {f.category} finding{_where(f)}: {f.message}"
-            for r in v.reviews
-            for f in r.findings
-            if SEVERITY_ORDER[f.severity] >= floor
-        ]
-        return reasons
-
-    condition.__name__ = f"severity_{level}"
-    return condition
-
-
-def _unanswered_risky(v: _Verdicts) -> list[str]:
-    if v.reviews or v.trigger != "risky_action":
-        return []
-    return ["no reviewer gave a valid answer about a risky action; a person must decide"]
-
-
-def _any_request_changes(v: _Verdicts) -> list[str]:
-    return [
-        f"{r.reviewer} requests changes (confidence {r.confidence:.2f}): {r.summary}".rstrip(": ")
-        for r in v.reviews
-        if r.verdict == "request_changes"
-    ]
-
-
-def _unanswered_work(v: _Verdicts) -> list[str]:
-    if v.reviews or v.trigger == "risky_action":
-        return []
-    return [f"unreviewed: no reviewer gave a valid answer ({v.trigger}); the work is kept, marked unreviewed"]
-
-
-RULES: tuple[tuple[int, DecisionAction, tuple[Condition, ...]], ...] = (
-    (1, DecisionAction.STOP, (_critical_response, _grave_security_finding, _majority_rejects)),
-    (2, DecisionAction.PAUSE, (_any_reject, _severity_at_least("high"), _unanswered_risky)),
-    (3, DecisionAction.WARN, (_any_request_changes, _severity_at_least("medium"), _unanswered_work)),
-)
-"""The ordered rules: the first whose conditions give any reason wins; otherwise rule 4 CONTINUE."""
 
 
 class ReviewOrchestrator:
@@ -381,13 +278,8 @@ class ReviewOrchestrator:
         rid = request_id or (answers[0].request_id if answers else None)
         if not rid:
             raise UsageError("request_id: needed when no reviewer answered; pass the review request's id")
-        verdicts = _Verdicts(answers, max(asked, len(answers)), kind, self.policy.confidence_threshold)
-        rule, action, reasons = 4, DecisionAction.CONTINUE, ["no reviewer found a problem"]
-        for number, rule_action, conditions in RULES:
-            fired = [reason for condition in conditions for reason in condition(verdicts)]
-            if fired:
-                rule, action, reasons = number, rule_action, fired
-                break
+        verdicts = Verdicts(answers, max(asked, len(answers)), kind, self.policy.confidence_threshold)
+        rule, action, reasons = first_rule(verdicts)
         missing = verdicts.requested - len(answers)
         if answers and missing > 0:
             reasons.append(f"{missing} of {verdicts.requested} requested reviewers gave no valid answer")

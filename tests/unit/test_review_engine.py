@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -316,10 +316,14 @@ def worsen(response: ReviewResponse, how: str, data: st.DataObject) -> ReviewRes
         response.verdict == "reject"
         or any(f.category in ("security", "destructive") for f in response.findings)
     ):
-        return response.model_copy(update={"confidence": data.draw(st.floats(response.confidence, 1.0))})
+        higher = st.sampled_from([0.5, 0.5001, 1.0]).filter(lambda c: c >= response.confidence)
+        return response.model_copy(
+            update={"confidence": data.draw(higher | st.floats(response.confidence, 1.0))}
+        )
     return response
 
 
+@settings(max_examples=500)
 @given(
     reviews=panels(),
     how=st.sampled_from(["verdict", "severity", "finding", "finding_severity", "confidence"]),
