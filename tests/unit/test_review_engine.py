@@ -316,9 +316,9 @@ def worsen(response: ReviewResponse, how: str, data: st.DataObject) -> ReviewRes
         response.verdict == "reject"
         or any(f.category in ("security", "destructive") for f in response.findings)
     ):
-        higher = st.sampled_from([0.5, 0.5001, 1.0]).filter(lambda c: c >= response.confidence)
+        raised = st.sampled_from([0.5, 0.5001, 1.0]).filter(lambda c: c >= response.confidence)
         return response.model_copy(
-            update={"confidence": data.draw(higher | st.floats(response.confidence, 1.0))}
+            update={"confidence": data.draw(raised | st.floats(response.confidence, 1.0))}
         )
     return response
 
