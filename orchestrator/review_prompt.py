@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from orchestrator.errors import UsageError
+from orchestrator.jsontext import json_objects
 from orchestrator.log import redact
 from orchestrator.models.common import Model
 from orchestrator.models.review import Finding, ReviewRequest, ReviewResponse
@@ -25,8 +26,6 @@ from orchestrator.review_engine import describe_validation
 MAX_DIFF_CHARS = 60_000
 MAX_TEXT_CHARS = 8_000
 MAX_ANSWER_CHARS = 200_000
-_MAX_CANDIDATES = 64
-_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n(.*?)```", re.S)
 _TRIGGER_NOTES = {
     "task_finished": "The task has finished; review its complete change.",
     "risky_action": (
@@ -166,7 +165,7 @@ def parse_review_answer(text: object, request_id: str, reviewer: str) -> ReviewR
             text,
         )
     problems: list[tuple[bool, str]] = []
-    for candidate in _json_objects(text):
+    for candidate in json_objects(text):
         obj = candidate if "verdict" in candidate else candidate.get("structured_output", candidate)
         if not isinstance(obj, dict):
             continue
@@ -183,41 +182,6 @@ def parse_review_answer(text: object, request_id: str, reviewer: str) -> ReviewR
             problems[0][1] if problems else "no JSON object found; expected one JSON object for the schema"
         )
     return _error(request_id, reviewer, message, text)
-
-
-def _json_objects(text: str) -> Iterator[dict[str, Any]]:
-    """JSON objects in ``text``: the whole text, fenced blocks (last first), then embedded ones."""
-    seen = 0
-    whole = _loads(text.strip())
-    if isinstance(whole, dict):
-        yield whole
-    for block in reversed(_FENCE.findall(text)):
-        parsed = _loads(block.strip())
-        if isinstance(parsed, dict):
-            yield parsed
-    decoder = json.JSONDecoder(parse_constant=_refuse_constant)
-    start = text.find("{")
-    while start != -1 and seen < _MAX_CANDIDATES:
-        seen += 1
-        try:
-            parsed, end = decoder.raw_decode(text, start)
-        except (ValueError, RecursionError):
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(parsed, dict):
-            yield parsed
-        start = text.find("{", end)
-
-
-def _loads(text: str) -> Any:
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _error(request_id: str, reviewer: str, message: str, text: str) -> ReviewAnswerError:
