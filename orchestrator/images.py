@@ -65,6 +65,7 @@ __all__ = [
     "image_ref",
     "image_refs",
     "list_images",
+    "prune_images",
 ]
 
 LABEL_IMAGE = "meta-orchestrator.image"
@@ -203,6 +204,23 @@ def list_images(
         )
     order = {name: index for index, name in enumerate(IMAGE_NAMES)}
     return sorted(seen.values(), key=lambda info: (order[info.name], not info.current, info.ref))
+
+
+def prune_images(
+    settings: Settings, sources: ImageSources | None = None, docker: DockerCli | None = None
+) -> tuple[list[str], list[str]]:
+    """Remove the tags under the prefix that the current inputs no longer hash to.
+
+    Returns ``(removed, kept)``: a tag still used by a container is kept (``docker rmi`` without
+    force refuses it), so a running session never loses its image.
+    """
+    engine = docker if docker is not None else DockerCli()
+    removed: list[str] = []
+    kept: list[str] = []
+    for info in list_images(settings, sources, engine):
+        if info.built and not info.current:
+            (removed if engine.remove(info.ref) else kept).append(info.ref)
+    return removed, kept
 
 
 def _info(name: str, ref: str, current: bool, inspected: list[dict[str, Any]]) -> ImageInfo:

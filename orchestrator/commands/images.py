@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from orchestrator.config import Settings
-from orchestrator.images import IMAGE_NAMES, BuildStep, ImageInfo, ensure_images, list_images
+from orchestrator.images import IMAGE_NAMES, BuildStep, ImageInfo, ensure_images, list_images, prune_images
+from orchestrator.log import configure_logging
 
 images_app = typer.Typer(
     name="images",
@@ -44,6 +45,7 @@ def build(
 ) -> None:
     """Build the images that are missing (base first), printing each step with its duration."""
     settings = Settings()
+    configure_logging(settings.log_level)
     names = tuple(only) if only else IMAGE_NAMES
     built: list[BuildStep] = []
 
@@ -70,6 +72,18 @@ def list_(
     typer.echo(f"{'TAG':<48} {'SIZE':>10}  {'CREATED':<19}  {'CLI':<10}  STATE")
     for info in infos:
         typer.echo(format_row(info))
+
+
+@images_app.command("prune")
+def prune() -> None:
+    """Remove image tags that the current inputs no longer hash to (tags in use are kept)."""
+    removed, kept = prune_images(Settings())
+    for ref in removed:
+        typer.echo(f"removed {ref}")
+    for ref in kept:
+        typer.echo(f"kept {ref} (in use by a container)")
+    if not removed and not kept:
+        typer.echo("nothing to prune")
 
 
 def register(app: typer.Typer) -> None:

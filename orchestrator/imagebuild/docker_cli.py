@@ -64,6 +64,10 @@ class DockerCli:
                 found.extend(json.loads(done.stdout))
         return found
 
+    def remove(self, ref: str) -> bool:
+        """Untag ``ref`` (never forced: an image in use stays); whether it was removed."""
+        return self._query("image", "rm", ref).returncode == 0
+
     def tags(self, reference_glob: str) -> list[str]:
         """Every ``repository:tag`` matching a ``--filter reference=`` glob."""
         done = self._query(
