@@ -1,0 +1,492 @@
+"""``DockerRuntime``: the ``Runtime`` on a Docker engine, through docker-py. The only importer of ``docker``.
+
+docker-py blocks, so every call runs in this runtime's own thread pool (not the default executor,
+whose few threads long waits would starve), and each log stream is read by two threads of its own
+(stdout, stderr) that hand lines to the event loop through a bounded ``_Pipe``. Vendor errors
+become the orchestrator's at this boundary (``raise ... from``).
+
+Output is read with ``logs(follow=True, timestamps=True)``: the daemon stores every line from the
+container's first byte (json-file driver, set explicitly), so nothing is lost between ``start`` and
+``stream``, and its timestamps let a fresh process continue a stream where a previous one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig, Mount
+
+from orchestrator.errors import (
+    ContainerNotFound,
+    DockerUnavailable,
+    ImageMissing,
+    OrchestratorError,
+    RuntimeFailure,
+)
+from orchestrator.log import get_logger
+from orchestrator.runtime.lines import LineAssembler, TimestampError, parse_timestamp_ns
+from orchestrator.runtime.spec import (
+    ContainerInfo,
+    ContainerSpec,
+    ExitInfo,
+    LogLine,
+    Request,
+    StreamName,
+    classify_exit,
+)
+
+log = get_logger(__name__)
+T = TypeVar("T")
+_NS = 1_000_000_000
+_WAIT_CHUNK_S = 5.0  # a cancelled wait frees its thread within this time
+_PIPE_LIMIT = 8192  # lines buffered per stream before the reader thread waits for the consumer
+_LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "64m", "max-file": "4"})
+_NO_TIME = "0001-01-01T00:00:00Z"
+_FIX_ENGINE = "start the engine (scripts/docker-engine) or point DOCKER_HOST at one"
+
+
+@contextlib.contextmanager
+def _vendor_errors(action: str, container_id: str | None = None) -> Iterator[None]:
+    """Turn docker-py and requests errors raised while doing ``action`` into the orchestrator's."""
+    try:
+        yield
+    except OrchestratorError:
+        raise
+    except docker.errors.ImageNotFound as err:
+        raise ImageMissing(f"{action}: image not found ({err.explanation}); build it first") from err
+    except docker.errors.NotFound as err:
+        raise ContainerNotFound(
+            f"{action}: no container {container_id or ''} ({err.explanation}); it was removed"
+        ) from err
+    except docker.errors.APIError as err:
+        raise RuntimeFailure(f"{action}: the engine refused ({err.explanation or err})") from err
+    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as err:
+        raise DockerUnavailable(
+            f"{action}: the Docker engine does not answer ({err}); {_FIX_ENGINE}"
+        ) from err
+
+
+def _time(raw: str | None) -> datetime | None:
+    if not raw or raw == _NO_TIME:
+        return None
+    try:
+        return datetime.fromtimestamp(parse_timestamp_ns(raw.encode()) / _NS, tz=UTC)
+    except TimestampError:
+        return None
+
+
+def _info(attrs: dict[str, Any]) -> ContainerInfo:
+    state = attrs.get("State") or {}
+    status = state.get("Status", "dead")
+    return ContainerInfo(
+        id=attrs["Id"], name=str(attrs.get("Name", "")).lstrip("/"),
+        image=(attrs.get("Config") or {}).get("Image", ""), labels=(attrs.get("Config") or {}).get("Labels") or {},
+        status=status, exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+        oom_killed=bool(state.get("OOMKilled")), started_at=_time(state.get("StartedAt")),
+        finished_at=_time(state.get("FinishedAt")),
+    )  # fmt: skip
+
+
+def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """docker-py ``containers.create`` keyword arguments for ``spec``: the hardened container."""
+    kwargs: dict[str, Any] = {
+        "image": spec.image, "command": list(spec.argv), "name": spec.name, "user": spec.user,
+        "working_dir": spec.workdir, "environment": spec.environment, "labels": dict(spec.labels),
+        "mounts": [Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts],
+        "tmpfs": {t.target: t.options() for t in spec.tmpfs},
+        "read_only": spec.read_only_root, "cap_drop": list(spec.cap_drop),
+        "security_opt": list(spec.security_opt), "privileged": False, "init": spec.init,
+        "mem_limit": spec.memory_bytes, "memswap_limit": spec.memory_bytes,
+        "nano_cpus": spec.nano_cpus, "pids_limit": spec.pids_limit,
+        "detach": True, "tty": False, "stdin_open": False, "use_config_proxy": False,
+        "log_config": _LOG_CONFIG,
+    }  # fmt: skip
+    if spec.network == "none":
+        kwargs["network_mode"] = "none"
+    else:
+        kwargs["network"] = spec.network
+        # The embedded DNS of an internal network never answers outside names: fail in 2 s, not 20.
+        kwargs["dns_opt"] = ["timeout:1", "attempts:1"]
+    return kwargs
+
+
+class _End:
+    """End of one stream's lines."""
+
+
+_END = _End()
+_Item = LogLine | _End | BaseException
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Pipe:
+    """Reader threads -> event loop, bounded: a slow consumer makes the readers wait."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = _PIPE_LIMIT) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._items: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def put(self, items: list[_Item]) -> bool:
+        """Thread side. False once the consumer has gone."""
+        with self._cond:
+            while len(self._items) >= self._limit and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return False
+            self._items.extend(items)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+        return True
+
+    async def take(self) -> list[_Item]:
+        """Loop side: everything buffered, waiting for at least one item."""
+        while True:
+            with self._cond:
+                if self._items:
+                    items = list(self._items)
+                    self._items.clear()
+                    self._cond.notify_all()
+                    return items
+                waiter: asyncio.Future[None] = self._loop.create_future()
+                self._waiter = waiter
+            await waiter
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class _Follower:
+    """One thread reading one stream (stdout or stderr) of one container.
+
+    A follow stream can end a moment before the daemon stores the container's last output (a
+    final line without a newline, flushed at exit, is sometimes missed), or early if the engine
+    drops the connection. So when it ends, the follower reads again from the last frame it saw,
+    skipping the frames it already has, until the container has stopped and a final read is done.
+    """
+
+    def __init__(self, runtime: DockerRuntime, container_id: str, stream: StreamName, since_s: int) -> None:
+        self._runtime = runtime
+        self._id = container_id
+        self._stream: StreamName = stream
+        self._since_s = since_s
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._logs: Any = None
+        self._assembler = LineAssembler(stream)
+        self._last_ns = 0
+        self._seen_at_last = 0  # frames already fed whose time is _last_ns (split lines share it)
+
+    def start(self, pipe: _Pipe) -> None:
+        thread = threading.Thread(
+            target=self._run, args=(pipe,), name=f"logs-{self._id[:12]}-{self._stream}", daemon=True
+        )
+        thread.start()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            logs = self._logs
+        if logs is not None:
+            with contextlib.suppress(Exception):  # closing an already closed socket is fine
+                logs.close()
+
+    def _run(self, pipe: _Pipe) -> None:
+        try:
+            follow = True
+            while True:
+                if not self._read(pipe, follow=follow):
+                    return
+                if not follow:
+                    break
+                follow = self._runtime._inspect(self._id).running
+                if follow:
+                    time.sleep(0.1)  # the connection dropped while running: reconnect, gently
+            pipe.put(list(self._assembler.flush()))
+        except Exception as err:  # noqa: BLE001 - a thread's error is handed to the consumer, which raises it
+            pipe.put([err])
+        finally:
+            pipe.put([_END])
+
+    def _read(self, pipe: _Pipe, *, follow: bool) -> bool:
+        """Feed every new frame to the pipe; False once cancelled or the consumer has gone."""
+        since = self._last_ns // _NS if self._last_ns else self._since_s
+        with _vendor_errors(f"read the {self._stream} of container {self._id[:12]}", self._id):
+            logs = self._runtime.client().api.logs(
+                self._id, stdout=self._stream == "stdout", stderr=self._stream == "stderr",
+                stream=True, follow=follow, timestamps=True, since=since or None,
+            )  # fmt: skip
+        with self._lock:
+            self._logs = logs
+            if self._cancelled:
+                logs.close()
+                return False
+        skip = self._seen_at_last
+        for frame in logs:
+            time_ns, payload = self._assembler.split(frame)
+            if time_ns < self._last_ns:
+                continue
+            if time_ns == self._last_ns:
+                if skip:
+                    skip -= 1
+                    continue
+                self._seen_at_last += 1
+            else:
+                self._last_ns, self._seen_at_last = time_ns, 1
+            lines = self._assembler.feed(time_ns, payload)
+            if lines and not pipe.put(list(lines)):
+                return False
+        with self._lock:
+            return not self._cancelled
+
+
+class DockerRuntime:
+    """``Runtime`` on a Docker engine. Use as ``async with DockerRuntime() as runtime:``."""
+
+    def __init__(self, base_url: str | None = None, *, timeout_s: float = 60.0, threads: int = 32) -> None:
+        """``base_url`` like ``unix:///var/run/docker.sock``; None reads ``DOCKER_HOST`` (docker's default)."""
+        self._base_url = base_url
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="docker")
+        self._client: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+        self._requested: dict[str, Request] = {}
+
+    async def __aenter__(self) -> DockerRuntime:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def client(self) -> docker.DockerClient:
+        """The docker-py client, made on first use (it asks the engine its API version)."""
+        with self._client_lock:
+            if self._client is None:
+                with _vendor_errors("connect to the Docker engine"):
+                    if self._base_url:
+                        self._client = docker.DockerClient(
+                            base_url=self._base_url, timeout=int(self._timeout_s), max_pool_size=64
+                        )
+                    else:
+                        self._client = docker.from_env(timeout=int(self._timeout_s), max_pool_size=64)
+            return self._client
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+
+    # -- Runtime -----------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._call(self._ping)
+
+    def _ping(self) -> None:
+        with _vendor_errors("ping the Docker engine"):
+            self.client().ping()
+
+    async def start(self, spec: ContainerSpec) -> str:
+        container_id = await self._call(self._start, spec)
+        log.info("container_started", container=container_id[:12], name=spec.name, image=spec.image)
+        return container_id
+
+    def _start(self, spec: ContainerSpec) -> str:
+        action = f"create container {spec.name or ''} from image {spec.image!r}"
+        with _vendor_errors(action):
+            try:
+                container = self.client().containers.create(**create_kwargs(spec))
+            except docker.errors.ImageNotFound as err:
+                raise ImageMissing(
+                    f"image {spec.image!r} is not built; run `orchestrate images build`"
+                ) from err
+            except docker.errors.NotFound as err:  # the network, most often
+                raise RuntimeFailure(f"{action}: {err.explanation}; create the network first") from err
+        try:
+            with _vendor_errors(f"start container {container.id[:12]}", container.id):
+                container.start()
+        except OrchestratorError:
+            with contextlib.suppress(Exception):  # best effort: the start failure is what matters
+                container.remove(force=True)
+            raise
+        return str(container.id)
+
+    async def find(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        return await self._call(self._find, dict(labels))
+
+    def _find(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        with _vendor_errors("list containers"):
+            api = self.client().api
+            found = api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+            infos: list[ContainerInfo] = []
+            for summary in sorted(found, key=lambda s: (s.get("Created", 0), s["Id"])):
+                with contextlib.suppress(docker.errors.NotFound):  # removed between list and inspect
+                    infos.append(_info(api.inspect_container(summary["Id"])))
+            return infos
+
+    async def inspect(self, container_id: str) -> ContainerInfo:
+        return await self._call(self._inspect, container_id)
+
+    def _inspect(self, container_id: str) -> ContainerInfo:
+        with _vendor_errors(f"inspect container {container_id[:12]}", container_id):
+            return _info(self.client().api.inspect_container(container_id))
+
+    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[LogLine]:
+        await self.inspect(container_id)  # ContainerNotFound now, not from a thread later
+        pipe = _Pipe(asyncio.get_running_loop())
+        since_s = (since_ns or 0) // _NS  # the daemon filters by whole seconds; we filter exactly
+        followers = [_Follower(self, container_id, name, since_s) for name in ("stdout", "stderr")]
+        for follower in followers:
+            follower.start(pipe)
+        try:
+            ended = 0
+            while ended < len(followers):
+                for item in await pipe.take():
+                    if isinstance(item, _End):
+                        ended += 1
+                    elif isinstance(item, BaseException):
+                        raise item
+                    elif since_ns is None or item.time_ns > since_ns:
+                        yield item
+        finally:
+            pipe.close()
+            for follower in followers:
+                follower.cancel()
+
+    async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitInfo:
+        cancelled = threading.Event()
+        try:
+            return await self._call(self._wait, container_id, timeout_s, cancelled)
+        finally:
+            cancelled.set()
+
+    def _wait(self, container_id: str, timeout_s: float | None, cancelled: threading.Event) -> ExitInfo:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        api = self.client().api
+        while self._inspect(container_id).status not in ("exited", "dead", "created"):
+            remaining = _WAIT_CHUNK_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"container {container_id[:12]} still runs after {timeout_s} s")
+            if cancelled.is_set():  # nobody awaits the answer any more: free the thread
+                raise TimeoutError(f"wait for container {container_id[:12]} was cancelled")
+            # A chunk that times out surfaces as a requests error; the next inspect tells a
+            # still-running container from an engine that went away.
+            with (
+                _vendor_errors(f"wait for container {container_id[:12]}", container_id),
+                contextlib.suppress(requests.exceptions.ConnectionError, requests.exceptions.Timeout),
+            ):
+                api.wait(container_id, timeout=max(0.05, min(remaining, _WAIT_CHUNK_S)))
+        with _vendor_errors(f"inspect container {container_id[:12]}", container_id):
+            state = api.inspect_container(container_id).get("State") or {}
+        exit_code = state.get("ExitCode")
+        oom = bool(state.get("OOMKilled"))
+        return ExitInfo(
+            exit_code=exit_code, oom_killed=oom, error=state.get("Error") or "",
+            reason=classify_exit(exit_code, oom, self._requested.get(container_id)),
+        )  # fmt: skip
+
+    async def pause(self, container_id: str) -> None:
+        await self._call(self._simple, "pause", container_id)
+
+    async def unpause(self, container_id: str) -> None:
+        await self._call(self._simple, "unpause", container_id)
+
+    def _simple(self, verb: str, container_id: str) -> None:
+        with _vendor_errors(f"{verb} container {container_id[:12]}", container_id):
+            getattr(self.client().api, verb)(container_id)
+
+    async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
+        self._requested.setdefault(container_id, "stop")
+        await self._call(self._stop, container_id, grace_s)
+
+    def _stop(self, container_id: str, grace_s: float) -> None:
+        with _vendor_errors(f"stop container {container_id[:12]}", container_id):
+            self.client().api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
+
+    async def kill(self, container_id: str) -> None:
+        self._requested.setdefault(container_id, "kill")
+        await self._call(self._kill, container_id)
+
+    def _kill(self, container_id: str) -> None:
+        with _vendor_errors(f"kill container {container_id[:12]}", container_id):
+            try:
+                self.client().api.kill(container_id)
+            except docker.errors.APIError as err:
+                if err.status_code != 409:  # 409: not running, which is what we wanted
+                    raise
+
+    async def remove(self, container_id: str) -> None:
+        await self._call(self._remove, container_id)
+        self._requested.pop(container_id, None)
+
+    def _remove(self, container_id: str) -> None:
+        with _vendor_errors(f"remove container {container_id[:12]}", container_id):
+            try:
+                self.client().api.remove_container(container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as err:
+                if err.status_code != 409:  # 409: removal already in progress
+                    raise
+
+    async def ensure_network(
+        self, name: str, *, internal: bool = True, labels: Mapping[str, str] | None = None
+    ) -> str:
+        return await self._call(self._ensure_network, name, internal, dict(labels or {}))
+
+    def _ensure_network(self, name: str, internal: bool, labels: dict[str, str]) -> str:
+        networks = self.client().networks
+        with _vendor_errors(f"create network {name!r}"):
+            try:
+                found = networks.get(name)
+            except docker.errors.NotFound:
+                try:
+                    found = networks.create(name, driver="bridge", internal=internal, labels=labels,
+                                            check_duplicate=True)  # fmt: skip
+                except docker.errors.APIError as err:
+                    if err.status_code != 409:  # 409: made by someone else meanwhile
+                        raise
+                    found = networks.get(name)
+            if bool(found.attrs.get("Internal")) != internal:
+                raise RuntimeFailure(
+                    f"network {name!r} exists with internal={not internal}, wanted internal={internal}; "
+                    f"remove it (docker network rm {name})"
+                )
+            return str(found.id)
+
+    async def remove_network(self, name: str) -> None:
+        await self._call(self._remove_network, name)
+
+    def _remove_network(self, name: str) -> None:
+        with _vendor_errors(f"remove network {name!r}"):
+            try:
+                self.client().networks.get(name).remove()
+            except docker.errors.NotFound:
+                return
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
