@@ -23,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
@@ -82,7 +84,13 @@ class StreamEnd:
 class ReaderFeed:
     """The events of one session for one reader, through a bounded buffer (see the module doc)."""
 
-    def __init__(self, source: AsyncIterator[AgentEvent], policy: StreamPolicy, stops: Sequence[Stop] = ()):
+    def __init__(
+        self,
+        source: AsyncIterator[AgentEvent],
+        policy: StreamPolicy,
+        stops: Sequence[Stop] = (),
+        after: int = 0,
+    ) -> None:
         self._source = source
         self._policy = policy
         self._stops = stops
@@ -91,17 +99,19 @@ class ReaderFeed:
         self._space = asyncio.Event()
         self._end: StreamEnd | None = None
         self._exhausted = False
-        self.last_sent = 0
+        self.last_sent = after  # the reader's position: it has every event up to this seq
         self.high_water = 0
 
     @property
     def buffered(self) -> int:
         return len(self._items)
 
-    def _finish(self, end: StreamEnd) -> None:
+    def _finish(self, end: StreamEnd, urgent: bool = True) -> None:
+        """End the feed; ``urgent`` drops what is buffered (the reader resumes from the log)."""
         if self._end is None:
             self._end = end
-            self._items.clear()  # the reader resumes from the log; drop what it did not take
+            if urgent:
+                self._items.clear()
             self._ready.set()
 
     async def _pump(self) -> None:
@@ -121,7 +131,8 @@ class ReaderFeed:
                     return
         except (OrchestratorError, OSError) as exc:
             log.warning("sse.source_failed", error=str(exc))
-            self._finish(StreamEnd("store_error", f"reading the session failed: {exc}", self.last_sent))
+            end = StreamEnd("store_error", f"reading the session failed: {exc}", self.last_sent)
+            self._finish(end, urgent=False)
             return
         finally:
             aclose = getattr(self._source, "aclose", None)
@@ -148,14 +159,14 @@ class ReaderFeed:
             self.last_sent,
         ))  # fmt: skip
 
-    async def items(self) -> AsyncIterator[AgentEvent | StreamEnd]:
+    async def items(self) -> AsyncGenerator[AgentEvent | StreamEnd, None]:
         """Events in order, then possibly one ``StreamEnd``; ends after ``session_finished``."""
         tasks = [asyncio.create_task(self._pump())]
         tasks += [asyncio.create_task(self._watch(stop)) for stop in self._stops]
         try:
             while True:
-                if self._end is not None:
-                    yield self._end
+                if self._end is not None and not self._items:
+                    yield replace(self._end, resume_after=self.last_sent)
                     return
                 if self._items:
                     event = self._items.popleft()
@@ -190,3 +201,13 @@ async def sse_messages(feed: ReaderFeed) -> AsyncIterator[ServerSentEvent]:
     """The feed as SSE messages (the body of the stream response)."""
     async for item in feed.items():
         yield to_sse(item)
+
+
+class EventStream(EventSourceResponse):
+    """sse-starlette's response, where a reader cut by ``send_timeout`` is a normal end, not an error."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("sse.stuck_reader_cut", path=scope.get("path"), send_timeout_s=self.send_timeout)

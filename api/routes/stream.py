@@ -12,12 +12,11 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from sse_starlette import EventSourceResponse
 
 from api.auth import require_stream_token
 from api.deps import IndexDep, OptionalRunnerDep, PathsDep, PolicyDep
 from api.schemas import error_responses
-from api.sse import SSE_ITEM_SCHEMA, ReaderFeed, ping, sse_messages
+from api.sse import SSE_ITEM_SCHEMA, EventStream, ReaderFeed, ping, sse_messages
 from orchestrator.models.state import FINISHED_SESSION
 from orchestrator.store import EventReader
 
@@ -65,8 +64,9 @@ async def stream(
         EventReader(paths).follow(start, writer=writer, poll_s=policy.poll_s),
         policy,
         stops=(shutting_down.wait, shutdown.wait),
+        after=start,
     )
-    return EventSourceResponse(
+    return EventStream(
         sse_messages(feed),
         ping=policy.ping_s,
         ping_message_factory=ping,
