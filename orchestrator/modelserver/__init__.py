@@ -11,7 +11,8 @@ This package uses the Python standard library only and imports nothing else from
 it runs in an image that has python3 and nothing more.
 """
 
-from orchestrator.modelserver.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from orchestrator.modelserver.scenario import Scenario, ScenarioError
+from orchestrator.modelserver.scenario_toml import load_scenario, parse_scenario
 from orchestrator.modelserver.server import ModelServer
 
 __all__ = ["ModelServer", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]

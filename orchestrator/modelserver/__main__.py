@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.modelserver.scenario import ScenarioError, load_scenario
+from orchestrator.modelserver.scenario import ScenarioError
+from orchestrator.modelserver.scenario_toml import load_scenario
 from orchestrator.modelserver.server import ModelServer, serve_until_signal
 
 
