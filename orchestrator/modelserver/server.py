@@ -5,7 +5,7 @@ Routes (anything else is a logged 404 with a JSON body that lists these):
     HEAD/GET /                                   probe (Claude Code sends ``HEAD /`` first)
     POST /v1/messages[?beta=true]                Anthropic Messages (stream or not)
     POST /v1/messages/count_tokens               Anthropic token count
-    POST /v1/responses                           OpenAI Responses (Codex)
+    POST /v1/responses                           OpenAI Responses (Codex); also /responses
     POST /v1beta/models/{model}:generateContent  Gemini; also :streamGenerateContent?alt=sse, :countTokens
     GET  /_scenario/requests | /_scenario/state  the request log, the scripts' positions (for tests)
     POST /_scenario/reset                        every script back to its first turn, log cleared
@@ -177,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._model("anthropic", "", None, base, body)
         elif method == "POST" and path == "/v1/messages/count_tokens":
             self._count("anthropic", base, body)
-        elif method == "POST" and path == "/v1/responses":
+        elif method == "POST" and path in ("/v1/responses", "/responses"):
             self._model("openai", "", None, base, body)
         elif method == "POST" and (found := _GEMINI.match(path)):
             model, action = found.groups()

@@ -181,6 +181,7 @@ def test_side_requests_can_be_scripted() -> None:
         ("DELETE", "/_scenario/state", 404, "not_found"),
         ("POST", "/v1beta/models/m:streamGenerateContent", 400, "bad_request"),
         ("POST", "/v1/messages/count_tokens", 200, "count_tokens"),
+        ("POST", "/responses", 200, "text"),
         ("POST", "/v1beta/models/m:countTokens", 200, "count_tokens"),
     ],
 )
