@@ -8,7 +8,7 @@
 Nothing here imports docker, os or time.
 """
 
-from orchestrator.recovery.engine import LineParser, ParserFactory, PermissionRecoveryEngine, adapter_parser
+from orchestrator.recovery.engine import ParserFactory, PermissionRecoveryEngine, adapter_parser
 from orchestrator.recovery.ladder import LADDERS, TOP_RUNG, rung_flags
 from orchestrator.recovery.policy import RecoveryPolicy, backoff_delay, parse_size
 from orchestrator.recovery.rules import CLOCK_RULES, EXIT_RULES, GUARDS, STREAM_RULES
@@ -22,7 +22,6 @@ __all__ = [
     "STREAM_RULES",
     "TOP_RUNG",
     "ExitInfo",
-    "LineParser",
     "ParserFactory",
     "PermissionRecoveryEngine",
     "RecoveryPolicy",

@@ -20,9 +20,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from importlib import import_module
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
+from orchestrator.agents import get_adapter
+from orchestrator.agents.base import Stream, StreamParser
 from orchestrator.log import get_logger
 from orchestrator.models import events as ev
 from orchestrator.models.common import AgentName
@@ -37,23 +38,13 @@ EVIDENCE_CHARS = 2000
 In = TypeVar("In")
 
 
-class LineParser(Protocol):
-    """The per-run parser of an agent adapter (``orchestrator.agents``)."""
-
-    def parse_line(self, stream: str, line: str) -> list[ev.EventData]: ...
-
-    def finish(self, exit_code: int | None) -> list[ev.EventData]: ...
-
-
-ParserFactory = Callable[[AgentName], LineParser]
+ParserFactory = Callable[[AgentName], StreamParser]
 StreamInput = str | ev.EventData | ev.AgentEvent | ev.EventDraft
 
 
-def adapter_parser(agent: AgentName) -> LineParser:
-    """A fresh parser from ``orchestrator.agents.get_adapter(agent).parser()``: the one coupling point."""
-    # Imported on first use: the engine's pure core does not need the adapters' vendor knowledge.
-    parser: LineParser = import_module("orchestrator.agents").get_adapter(agent.value).parser()
-    return parser
+def adapter_parser(agent: AgentName) -> StreamParser:
+    """A fresh per-run parser of ``agent``'s adapter: the one place raw lines meet vendor knowledge."""
+    return get_adapter(agent).parser()
 
 
 class PermissionRecoveryEngine:
@@ -69,7 +60,7 @@ class PermissionRecoveryEngine:
         self.policy = policy or RecoveryPolicy()
         self.seed = seed
         self._new_parser = parsers
-        self._parsers: dict[tuple[str, int], LineParser] = {}
+        self._parsers: dict[tuple[str, int], StreamParser] = {}
 
     # -- the seed's entry points -------------------------------------------------------------------
 
@@ -84,7 +75,7 @@ class PermissionRecoveryEngine:
         if isinstance(line_or_event, ev.AgentEvent | ev.EventDraft):
             line_or_event = line_or_event.data
         if isinstance(line_or_event, str):
-            stream = "stdout" if line_or_event.lstrip().startswith("{") else "stderr"
+            stream: Stream = "stdout" if line_or_event.lstrip().startswith("{") else "stderr"
             return self._raw(stream, line_or_event, worker)
         if isinstance(line_or_event, ev.Output):
             return self._raw(line_or_event.stream, line_or_event.line, worker)
@@ -105,6 +96,12 @@ class PermissionRecoveryEngine:
                 if found is not None:
                     return found
         return self._decide(rules.EXIT_RULES, info, worker, info.evidence or f"exit {info.exit_code}")
+
+    def monitor_transcript(self, line: str, worker: WorkerView) -> RecoveryAction | None:
+        """Like ``monitor_stream`` for one line of the CLI's own session log (Codex's rollout file,
+        the only place its sandbox denials show); parsed by the same per-run parser, so a denial
+        already seen on stdout or stderr is not reported twice. Never raises."""
+        return self._raw(None, line, worker)
 
     def check_stall(self, worker: WorkerView, now: datetime) -> RecoveryAction | None:
         """A ``resume`` (kill first) when ``worker`` printed nothing for ``stall_timeout_s``; once."""
@@ -130,18 +127,22 @@ class PermissionRecoveryEngine:
 
     # -- the machinery -----------------------------------------------------------------------------
 
-    def _raw(self, stream: str, line: str, worker: WorkerView) -> RecoveryAction | None:
+    def _raw(self, stream: Stream | None, line: str, worker: WorkerView) -> RecoveryAction | None:
         key = (worker.name, worker.attempt)
         parser = self._parsers.get(key)
         if parser is None:
             parser = self._parsers[key] = self._parser_for(worker)
-        for data in _safely(lambda: parser.parse_line(stream, line), worker):
+
+        def parse() -> list[ev.EventData]:
+            return parser.parse_transcript_line(line) if stream is None else parser.parse_line(stream, line)
+
+        for data in _safely(parse, worker):
             found = self._decide(rules.STREAM_RULES, data, worker, line)
             if found is not None:
                 return found
         return None
 
-    def _parser_for(self, worker: WorkerView) -> LineParser:
+    def _parser_for(self, worker: WorkerView) -> StreamParser:
         try:
             return self._new_parser(worker.agent)
         except Exception as err:  # noqa: BLE001 - without a parser raw lines are skipped, not fatal
@@ -200,9 +201,12 @@ class PermissionRecoveryEngine:
 
 
 class _NoParser:
-    """Stands in when the agent's adapter cannot be loaded: raw lines then yield nothing."""
+    """Stands in when the agent's adapter cannot build a parser: raw lines then yield nothing."""
 
-    def parse_line(self, stream: str, line: str) -> list[ev.EventData]:
+    def parse_line(self, stream: Stream, line: str) -> list[ev.EventData]:
+        return []
+
+    def parse_transcript_line(self, line: str) -> list[ev.EventData]:
         return []
 
     def finish(self, exit_code: int | None) -> list[ev.EventData]:
@@ -228,7 +232,7 @@ def _evidence(data: ev.EventData) -> str:
     match data:
         case ev.PermissionDenied():
             return f"{data.tool}: {data.detail}" if data.detail else data.tool
-        case ev.RateLimited() | ev.AuthFailed() | ev.CliRetry():
+        case ev.RateLimited() | ev.AuthFailed() | ev.CliRetry() | ev.CliRefused():
             return data.detail
         case ev.ApiError():
             status = f" {data.status}" if data.status is not None else ""

@@ -1,8 +1,8 @@
 """Permission ladders: the CLI flags of each rung, narrowest first (POLICIES.md §2).
 
-The ladder is data. Rung 0 is what a read-only task runs with; a rung never goes down. The flags
-are the ones the recorded transcripts show working headless (``reference/cli-contracts.md``):
-Claude's ``bypassPermissions`` needs a non-root user, which the sandbox guarantees.
+The agent adapters own the flags (``AgentAdapter.rung_flags``, their ``LADDER`` data): this module
+only reads them, checks the rung and gives the recovery rules one function to call, so a ladder
+is written down once. Rung 0 is what a read-only task runs with; a rung never goes down.
 """
 
 from __future__ import annotations
@@ -11,29 +11,11 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
+from orchestrator.agents import get_adapter
+from orchestrator.agents.base import TOP_RUNG
 from orchestrator.models.common import AgentName
 
-TOP_RUNG: Final = 2
-
-LADDERS: Final[Mapping[AgentName, tuple[tuple[str, ...], ...]]] = MappingProxyType(
-    {
-        AgentName.CLAUDE: (
-            (),
-            ("--permission-mode", "acceptEdits"),
-            ("--permission-mode", "bypassPermissions"),
-        ),
-        AgentName.GEMINI: (
-            (),
-            ("--approval-mode", "auto_edit"),
-            ("--approval-mode", "yolo"),
-        ),
-        AgentName.CODEX: (
-            ("--sandbox", "read-only"),
-            ("--sandbox", "workspace-write"),
-            ("--dangerously-bypass-approvals-and-sandbox",),
-        ),
-    }
-)
+__all__ = ["LADDERS", "TOP_RUNG", "rung_flags"]
 
 
 def rung_flags(agent: AgentName | str, rung: int) -> list[str]:
@@ -42,11 +24,16 @@ def rung_flags(agent: AgentName | str, rung: int) -> list[str]:
     Raises ``ValueError`` for an unknown agent or a rung outside ``0..TOP_RUNG``.
     """
     try:
-        ladder = LADDERS[AgentName(agent)]
+        name = AgentName(agent)
     except ValueError:
         raise ValueError(
             f"unknown agent {agent!r}; agents are {', '.join(a.value for a in AgentName)}"
         ) from None
-    if not 0 <= rung < len(ladder):
-        raise ValueError(f"no rung {rung!r} on the {agent} ladder; rungs are 0..{TOP_RUNG}")
-    return list(ladder[rung])
+    if not 0 <= rung <= TOP_RUNG:
+        raise ValueError(f"no rung {rung!r} on the {name.value} ladder; rungs are 0..{TOP_RUNG}")
+    return get_adapter(name).rung_flags(rung)
+
+
+LADDERS: Final[Mapping[AgentName, tuple[tuple[str, ...], ...]]] = MappingProxyType(
+    {agent: tuple(tuple(rung_flags(agent, rung)) for rung in range(TOP_RUNG + 1)) for agent in AgentName}
+)

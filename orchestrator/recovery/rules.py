@@ -182,6 +182,27 @@ def _auth_give_up(ctx: Context) -> GiveUp:
     )
 
 
+def cli_refused(data: ev.EventData, ctx: Context) -> Verdict | None:
+    if not isinstance(data, ev.CliRefused):
+        return None
+    agent = ctx.worker.agent
+    if data.reason == "resume_not_found" and ctx.worker.count("cli_refused") == 0:
+        # The CLI lost its session store: start a fresh conversation rather than resume the lost one.
+        return Restart("restart", ctx.worker.top_rung)
+    fixes = {
+        "untrusted_workspace": "its command must trust the task folder (Gemini --skip-trust, Codex "
+        "--skip-git-repo-check): this is a bug in the orchestrator's command, please report it",
+        "root_bypass": "bypassPermissions is refused as root: run the containers as a non-root user "
+        f"(ORCH_UID, ORCH_GID) or set {_env(agent, 'MAX_RUNG')}=1",
+        "bad_arguments": f"check {_env(agent, 'MODEL')} and the CLI version in {_env(agent, 'IMAGE')}",
+        "resume_not_found": "its session store was lost twice; start the task again",
+        "environment": "the container lacks something the CLI needs (a writable TMPDIR or home); rebuild "
+        "the image or raise ORCH_LIMITS__TMP_SIZE / ORCH_LIMITS__HOME_SIZE",
+    }
+    fix = fixes.get(data.reason, "read the worker's output")
+    return GiveUp(f"{agent.value} refused to run ({data.reason}: {ctx.evidence or 'no detail'}); {fix}")
+
+
 def context_overflow(data: ev.EventData, ctx: Context) -> Verdict | None:
     if isinstance(data, ev.ApiError) and data.kind == "context_overflow":
         return GiveUp(
@@ -219,6 +240,7 @@ STREAM_RULES: tuple[Rule[ev.EventData], ...] = (
     Rule("read_only_task", read_only_task),
     Rule("permission_denied", permission_denied),
     Rule("auth_failed", auth_failed),
+    Rule("cli_refused", cli_refused),
     Rule("context_overflow", context_overflow),
     Rule("rate_limited", rate_limited),
     Rule("api_failure", api_failure),

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.agents.base import Stream
 from orchestrator.models import events as ev
 from orchestrator.models.common import AgentName
 from orchestrator.models.recovery import RecoveryAction, RecoveryKind
@@ -172,6 +173,26 @@ def test_backoff_jitter_is_reproducible_from_the_seed() -> None:
     assert 30.0 <= first.delay_s <= 33.0
 
 
+def test_a_lost_cli_session_is_restarted_afresh_once() -> None:
+    """``resume_not_found``: start a new conversation; the second time, give up."""
+    refused = ev.CliRefused(reason="resume_not_found", detail="No conversation found with session ID: x")
+    first = ENGINE.monitor_stream(refused, view())
+    second = ENGINE.monitor_stream(refused, view(attempt=2, past=past("cli_refused", kind="restart")))
+    assert (first and first.kind, second and second.kind) == ("restart", "give_up")
+
+
+def test_a_root_bypass_refusal_names_the_fix() -> None:
+    """Claude's refusal of bypassPermissions as root gives up naming the user and ceiling settings."""
+    refused = ev.CliRefused(reason="root_bypass", detail="cannot be used with root/sudo privileges")
+    action = ENGINE.monitor_stream(refused, view(rung=2))
+    assert action is not None
+    assert (action.kind, "ORCH_UID" in action.message, "ORCH_CLAUDE__MAX_RUNG=1" in action.message) == (
+        "give_up",
+        True,
+        True,
+    )
+
+
 def test_context_overflow_is_not_retried() -> None:
     """A conversation that outgrew the context window gives up: the plan should split the task."""
     action = ENGINE.monitor_stream(ev.ApiError(kind="context_overflow"), view())
@@ -320,10 +341,14 @@ class FakeParser:
         self.table, self.at_finish = table, at_finish or []
         self.seen: list[tuple[str, str]] = []
 
-    def parse_line(self, stream: str, line: str) -> list[ev.EventData]:
+    def parse_line(self, stream: Stream, line: str) -> list[ev.EventData]:
         if line == "boom":
             raise RuntimeError("parser bug")
         self.seen.append((stream, line))
+        return self.table.get(line, [])
+
+    def parse_transcript_line(self, line: str) -> list[ev.EventData]:
+        self.seen.append(("transcript", line))
         return self.table.get(line, [])
 
     def finish(self, exit_code: int | None) -> list[ev.EventData]:
@@ -368,6 +393,17 @@ def test_without_an_adapter_raw_lines_yield_nothing() -> None:
         raise ImportError("no adapter")
 
     assert PermissionRecoveryEngine(parsers=broken).monitor_stream("anything", view()) is None
+
+
+def test_a_transcript_line_goes_through_the_same_parser() -> None:
+    """``monitor_transcript`` reads the CLI's session log with the run's parser (Codex's rollout)."""
+    rollout = (
+        '{"type":"response_item","payload":{"type":"function_call_output","output":"Read-only file system"}}'
+    )
+    parser = FakeParser({rollout: [ev.PermissionDenied(tool="exec_command", detail="Read-only file system")]})
+    action = fake_engine(parser).monitor_transcript(rollout, view(CODEX))
+    assert action is not None
+    assert (action.kind, parser.seen) == ("escalate_permissions", [("transcript", rollout)])
 
 
 def test_on_exit_judges_what_the_parser_reports_at_the_end_first() -> None:

@@ -36,6 +36,7 @@ payloads = denials | st.one_of(
         kind=st.sampled_from(["server_error", "overloaded", "stream_cut", "context_overflow", "other"]),
     ),
     st.builds(ev.CliRetry, attempt=st.none() | st.integers(0, 10)),
+    st.builds(ev.CliRefused, reason=st.sampled_from(["root_bypass", "resume_not_found", "environment"])),
     st.builds(ev.Message, role=st.just("assistant"), text=st.text(max_size=20)),
     st.builds(ev.AgentResult, ok=st.booleans()),
 )

@@ -1,17 +1,24 @@
 """The recovery rules, one row per cause x agent of POLICIES.md §2, fed the recorded transcripts' lines.
 
-Each row holds a line exactly as a CLI printed it in ``reference/transcripts`` (copied here: CI runs
-on a clean clone), whether that is a whole recorded line (``raw``) or only the observed message
-(from ``reference/cli-contracts.md``, where no transcript records the case), the payload the agent
-adapter turns it into, and the action the engine must answer. A writer on rung 0, attempt 1.
+Each row holds a line as a CLI printed it, the payload the agent adapter must turn it into, and the
+action the engine must answer (a writer on rung 0, attempt 1). Lines are copied here, since CI runs
+on a clean clone: most are whole lines of ``reference/transcripts``; where no transcript records a
+case, the vendor's observed message (``reference/cli-contracts.md``) sits in the envelope the
+transcripts' README documents for that CLI's give-up. ``raw=False`` rows (a message seen only in a
+command's output or the rollout file) are checked as payloads only. Every other row is checked
+three ways: the adapter's parser yields the payload, the payload yields the action, and the raw
+line through ``monitor_stream`` yields the same action.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 
+from orchestrator.agents import get_adapter
+from orchestrator.agents.base import Stream
 from orchestrator.models import events as ev
 from orchestrator.models.common import AgentName
 from orchestrator.models.recovery import RecoveryKind
@@ -75,7 +82,27 @@ CODEX_USAGE_LIMIT = "You’ve hit your usage limit. Upgrade to Pro (https://chat
 CODEX_503 = "unexpected status 503 Service Unavailable: The server is overloaded or not ready yet., url: http://127.0.0.1:<PORT>/v1/responses, request id: …"
 CODEX_CONTEXT = "Codex ran out of room in the model's context window. Start a new thread or clear earlier history before retrying."
 GEMINI_CONTEXT = '[API Error: {"error":{"code":400,"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]'
+CLAUDE_ROOT_BYPASS = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
+CLAUDE_NO_SESSION = "No conversation found with session ID: 0fcb6490-f29e-499a-8905-4dc08c29295a"
+GEMINI_UNTRUSTED = "\x1b[31mGemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set the `GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in interactive mode. For more details, see https://geminicli.com/docs/cli/trusted-folders/#headless-and-automated-environments\x1b[0m"
 # fmt: on
+
+
+def claude_gave_up(text: str, status: int, terminal_reason: str) -> str:
+    """Claude's ``result`` line for an API failure: ``subtype`` success, ``is_error`` true."""
+    return json.dumps({"type": "result", "subtype": "success", "is_error": True, "api_error_status": status,
+                       "terminal_reason": terminal_reason, "result": text}, ensure_ascii=False)  # fmt: skip
+
+
+def codex_gave_up(reason: str) -> str:
+    """Codex's ``turn.failed`` line: ``{"type":"turn.failed","error":{"message":"<reason>"}}``."""
+    return json.dumps({"type": "turn.failed", "error": {"message": reason}}, ensure_ascii=False)
+
+
+def gemini_gave_up(message: str) -> str:
+    """Gemini's final ``result`` line of status error."""
+    return json.dumps({"type": "result", "status": "error", "error": {"type": "unknown", "message": message}})
+
 
 CLAUDE, CODEX, GEMINI = AgentName.CLAUDE, AgentName.CODEX, AgentName.GEMINI
 
@@ -86,7 +113,7 @@ class Row:
 
     id: str
     agent: AgentName
-    stream: str
+    stream: Stream
     line: str
     raw: bool
     payload: ev.EventData
@@ -131,7 +158,7 @@ STREAM_ROWS = [
         ev.ApiError(kind="overloaded", detail="API Error: Repeated 529 Overloaded errors."), "resume", "api_failure"),
     Row("claude-stream-cut", CLAUDE, "stdout", CLAUDE_RESULT_CUT, True,
         ev.ApiError(kind="stream_cut", detail="API Error: Connection closed mid-response."), "resume", "api_failure"),
-    Row("claude-prompt-too-long", CLAUDE, "stdout", CLAUDE_PROMPT_TOO_LONG, False,
+    Row("claude-prompt-too-long", CLAUDE, "stdout", claude_gave_up(CLAUDE_PROMPT_TOO_LONG, 400, "prompt_too_long"), True,
         ev.ApiError(kind="context_overflow", status=400, detail=CLAUDE_PROMPT_TOO_LONG), "give_up", "context_overflow"),
     # codex
     Row("codex-patch-rejected", CODEX, "stderr", CODEX_PATCH_REJECTED, True,
@@ -142,17 +169,17 @@ STREAM_ROWS = [
         ev.CliRetry(attempt=1, detail="exceeded retry limit, last status: 429"), None, None),
     Row("codex-429-gave-up", CODEX, "stdout", CODEX_FAILED_429, True,
         ev.RateLimited(detail="exceeded retry limit, last status: 429 Too Many Requests"), "backoff_restart", "rate_limited"),
-    Row("codex-usage-limit", CODEX, "stdout", CODEX_USAGE_LIMIT, False,
+    Row("codex-usage-limit", CODEX, "stdout", codex_gave_up(CODEX_USAGE_LIMIT), True,
         ev.RateLimited(detail=CODEX_USAGE_LIMIT), "backoff_restart", "rate_limited"),
     Row("codex-401", CODEX, "stdout", CODEX_FAILED_401, True,
         ev.AuthFailed(detail="unexpected status 401 Unauthorized"), "give_up", "auth_failed"),
     Row("codex-500", CODEX, "stdout", CODEX_FAILED_500, True,
         ev.ApiError(kind="server_error", detail="We’re currently experiencing high demand"), "resume", "api_failure"),  # noqa: RUF001 - the CLI's own apostrophe
-    Row("codex-503", CODEX, "stdout", CODEX_503, False,
+    Row("codex-503", CODEX, "stdout", codex_gave_up(CODEX_503), True,
         ev.ApiError(kind="overloaded", status=503, detail=CODEX_503), "resume", "api_failure"),
     Row("codex-stream-cut", CODEX, "stdout", CODEX_FAILED_CUT, True,
         ev.ApiError(kind="stream_cut", detail="stream closed before response.completed"), "resume", "api_failure"),
-    Row("codex-context", CODEX, "stdout", CODEX_CONTEXT, False,
+    Row("codex-context", CODEX, "stdout", codex_gave_up(CODEX_CONTEXT), True,
         ev.ApiError(kind="context_overflow", detail=CODEX_CONTEXT), "give_up", "context_overflow"),
     # gemini
     Row("gemini-tool-not-registered", GEMINI, "stdout", GEMINI_NOT_REGISTERED, True,
@@ -173,8 +200,15 @@ STREAM_ROWS = [
         ev.ApiError(kind="stream_cut", detail="[API Error: terminated]"), "resume", "api_failure"),
     Row("gemini-no-finish-reason", GEMINI, "stdout", GEMINI_NO_FINISH, True,
         ev.ApiError(kind="stream_cut", detail="Model stream ended without a finish reason."), "resume", "api_failure"),
-    Row("gemini-context", GEMINI, "stdout", GEMINI_CONTEXT, False,
+    Row("gemini-context", GEMINI, "stdout", gemini_gave_up(GEMINI_CONTEXT), True,
         ev.ApiError(kind="context_overflow", status=400, detail=GEMINI_CONTEXT), "give_up", "context_overflow"),
+    # refusals to start: none is fixed by running the same command again, except a lost session store
+    Row("claude-root-bypass", CLAUDE, "stderr", CLAUDE_ROOT_BYPASS, True,
+        ev.CliRefused(reason="root_bypass", detail=CLAUDE_ROOT_BYPASS), "give_up", "cli_refused"),
+    Row("claude-resume-not-found", CLAUDE, "stderr", CLAUDE_NO_SESSION, True,
+        ev.CliRefused(reason="resume_not_found", detail=CLAUDE_NO_SESSION), "restart", "cli_refused"),
+    Row("gemini-untrusted-folder", GEMINI, "stderr", GEMINI_UNTRUSTED, True,
+        ev.CliRefused(reason="untrusted_workspace", detail=GEMINI_UNTRUSTED), "give_up", "cli_refused"),
 ]
 # fmt: on
 
@@ -280,3 +314,76 @@ def test_fix_method_refuses_another_agent() -> None:
     """``_fix_codex`` on a Claude worker is a programming error naming both agents."""
     with pytest.raises(ValueError, match="runs claude, not codex"):
         ENGINE._fix_codex(writer(CLAUDE))
+
+
+RAW_ROWS = [r for r in STREAM_ROWS if r.raw]
+
+
+def same_payload(expected: ev.EventData, actual: ev.EventData) -> bool:
+    """Same payload class and, where the rules branch on them, the same kind / reason / by_policy."""
+    keys = ("kind", "reason", "by_policy")
+    return type(expected) is type(actual) and all(
+        getattr(expected, k, None) == getattr(actual, k, None) for k in keys
+    )
+
+
+@pytest.mark.parametrize("row", RAW_ROWS, ids=[r.id for r in RAW_ROWS])
+def test_the_adapter_reads_the_line_as_the_row_payload(row: Row) -> None:
+    """The agent adapter's parser turns each recorded line into the payload the row expects."""
+    payloads = get_adapter(row.agent).parser().parse_line(row.stream, row.line)
+    assert any(same_payload(row.payload, p) for p in payloads), payloads
+
+
+@pytest.mark.parametrize("row", RAW_ROWS, ids=[r.id for r in RAW_ROWS])
+def test_a_raw_line_gets_the_same_action_as_its_payload(row: Row) -> None:
+    """``monitor_stream`` on the raw line (parsed by the real adapter) answers like the row says."""
+    action = PermissionRecoveryEngine(RecoveryPolicy()).monitor_stream(
+        ev.Output(stream=row.stream, line=row.line),
+        writer(row.agent),
+    )
+    assert (row.kind, row.cause) == ((action.kind, action.cause) if action else (None, None))
+
+
+# fmt: off
+FINISH_ROWS = [
+    # (agent, exit code, kind, cause): what the adapter concludes at the end when the stream named nothing
+    (GEMINI, 173, "backoff_restart", "rate_limited"),
+    (GEMINI, 145, "give_up", "auth_failed"),
+    (GEMINI, 41, "give_up", "auth_failed"),
+    (GEMINI, 244, "resume", "api_failure"),
+    (CLAUDE, 1, "resume", "crashed"),
+    (CODEX, 1, "resume", "crashed"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("agent", "code", "kind", "cause"), FINISH_ROWS)
+def test_exit_codes_through_the_adapter(agent: AgentName, code: int, kind: str, cause: str) -> None:
+    """With raw lines, ``on_exit`` first judges the adapter's ``finish(exit_code)``; same decisions."""
+    engine = PermissionRecoveryEngine(RecoveryPolicy())
+    worker = writer(agent)
+    engine.monitor_stream("", worker)  # the run's parser now exists
+    action = engine.on_exit(worker, ExitInfo(exit_code=code, reason="crashed"))
+    assert (kind, cause) == ((action.kind, action.cause) if action else (None, None))
+
+
+# codex-0.169.0-shellwrite-default-denied.requests.jsonl: the tool output Codex sent back to the model;
+# its rollout file records the same output as a function_call_output (stdout and stderr show nothing).
+CODEX_SHELLWRITE_OUTPUT = (
+    "Chunk ID: 7a0165\nWall time: 0.0000 seconds\nProcess exited with code 1\nOriginal token count: 13\n"
+    "Output:\n/bin/bash: line 1: hello.txt: Read-only file system\n"
+)
+
+
+@pytest.mark.parametrize("output", [CODEX_SHELLWRITE_OUTPUT, CODEX_BWRAP], ids=["read-only-fs", "bwrap"])
+def test_a_codex_sandbox_denial_in_the_rollout_file_escalates(output: str) -> None:
+    """A sandbox denial only Codex's rollout file shows climbs the ladder like any other denial."""
+    rollout = json.dumps(
+        {
+            "type": "response_item",
+            "payload": {"type": "function_call_output", "call_id": "call_1", "output": output},
+        }
+    )
+    action = PermissionRecoveryEngine(RecoveryPolicy()).monitor_transcript(rollout, writer(CODEX))
+    assert action is not None
+    assert (action.kind, action.new_flags) == ("escalate_permissions", ["--sandbox", "workspace-write"])
