@@ -4,7 +4,8 @@
 ``on_exit(worker, exit_info)`` and ``check_stall(worker, now)`` with a ``RecoveryAction`` or None;
 ``engine.py`` says how the coordinator carries an action out. The knobs are ``RecoveryPolicy``
 (``RecoveryPolicy.from_settings(settings)``), the worker is a ``WorkerView``
-(``WorkerView.from_state`` / ``from_events``), the permission ladders are data in ``ladder.py``.
+(``WorkerView.from_state`` / ``from_events``), the permission ladders are the agent adapters'
+(``ladder.rung_flags`` reads them).
 Nothing here imports docker, os or time.
 """
 

@@ -7,8 +7,12 @@ acting, or ``None``. How to act on one:
   ``delay_s``, start container number ``attempt`` with the rung flags ``new_flags`` (rung ``rung``)
   and, for ``raise_memory``, the limit ``memory_bytes``; ``resume`` / ``escalate_permissions`` /
   ``backoff_restart`` / ``raise_memory`` continue the CLI's own session when the worker has a
-  ``cli_session_id``; ``restart`` starts afresh (the CLI printed no session id);
+  ``cli_session_id``; ``restart`` starts afresh (the CLI printed no session id, or lost it);
 - ``give_up``: stop the container if it still runs and fail the task with ``message``.
+
+A recorded action whose container has not started is ``WorkerView.pending``: after a crash of the
+orchestrator itself, resuming the session starts it; until then later lines of the old container
+yield None.
 
 The engine is pure apart from a cache of per-run line parsers (raw-line input only). Randomness
 (the backoff jitter) is derived from ``seed``, the worker and the backoff count, so replaying the
@@ -36,8 +40,6 @@ from orchestrator.recovery.view import ExitInfo, WorkerView, aware
 log = get_logger(__name__)
 EVIDENCE_CHARS = 2000
 In = TypeVar("In")
-
-
 ParserFactory = Callable[[AgentName], StreamParser]
 StreamInput = str | ev.EventData | ev.AgentEvent | ev.EventDraft
 
