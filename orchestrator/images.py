@@ -10,6 +10,8 @@ date and ``ensure_images`` builds only what is missing, base first:
 * ``claude``/``codex``/``gemini``: ``npm ci`` of the pinned lock on the host, then
   ``docker build --network none`` FROM the base, copying the tree in.
 * ``modelserver``: the stdlib-only ``orchestrator/modelserver`` package on the base.
+* ``proxy``: tinyproxy for the egress allowlist, its ``.deb`` fetched on the host
+  (``orchestrator.imagebuild.debs``), installed by ``docker build --network none`` FROM the base.
 
 Two processes may call ``ensure_images`` at once: builds are serialised by a file lock under
 ``build/``, and each image is checked again once the lock is held.
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from orchestrator.config import Settings
 from orchestrator.imagebuild.context import agent_context, lock_version, modelserver_context, npm_tree
+from orchestrator.imagebuild.debs import deb_context
 from orchestrator.imagebuild.docker_cli import DockerCli
 from orchestrator.imagebuild.inputs import (
     AGENT_NAMES,
@@ -303,12 +306,18 @@ def _build(
             )
     else:
         with _timed(report, name, "context"):
-            context = modelserver_context(src)
+            context = modelserver_context(src) if name == "modelserver" else _deb_context(name, src, log_path)
         with _timed(report, name, "docker build --network none"):
             engine.build(
                 context, ref, build_args={"BASE_IMAGE": refs["base"]}, labels=labels, log_path=log_path
             )
     report(BuildStep(name, "built", time.monotonic() - started, built=True, detail=ref))
+
+
+def _deb_context(name: str, src: ImageSources, log_path: Path) -> Path:
+    """The context of an image made of Debian packages (the proxy), for the base's suite."""
+    suite = load_recipe(read_input(src.image_dir("base") / "recipe.toml").decode()).suite
+    return deb_context(name, src, suite, log_path)
 
 
 def _build_base(

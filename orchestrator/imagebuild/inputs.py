@@ -17,7 +17,7 @@ from pathlib import Path
 
 from orchestrator.errors import ConfigError, EnvironmentProblem, UsageError
 
-IMAGE_NAMES: tuple[str, ...] = ("base", "claude", "codex", "gemini", "modelserver")
+IMAGE_NAMES: tuple[str, ...] = ("base", "claude", "codex", "gemini", "modelserver", "proxy")
 AGENT_NAMES: tuple[str, ...] = ("claude", "codex", "gemini")
 RECIPE_VERSION = "1"
 HASH_LENGTH = 12
@@ -174,10 +174,16 @@ def image_inputs(name: str, sources: ImageSources, base_image: str | None) -> li
         inputs.append(("package.json", read_input(here / "package.json")))
         inputs.append(("package-lock.json", read_input(here / "package-lock.json")))
         inputs.append(("tree", repr(AGENT_TREES[name]).encode()))
-    else:
+    elif name == "modelserver":
         inputs.extend(
             (f"modelserver/{relative}", read_input(path))
             for relative, path in source_files(sources.modelserver_dir)
+        )
+    else:  # proxy: its packages.toml (the Dockerfile is already in)
+        inputs.extend(
+            (f"{name}/{relative}", read_input(path))
+            for relative, path in source_files(here)
+            if relative != "Dockerfile"
         )
     return inputs
 

@@ -135,7 +135,7 @@ def test_unknown_image_names_are_refused_with_the_valid_ones(settings: Settings,
     """A garbage image name is a UsageError that lists the valid names."""
     with pytest.raises(UsageError) as caught:
         image_ref(settings, name)
-    assert f"unknown image {name!r}: expected one of base, claude, codex, gemini, modelserver" == str(
+    assert f"unknown image {name!r}: expected one of base, claude, codex, gemini, modelserver, proxy" == str(
         caught.value
     )
 
