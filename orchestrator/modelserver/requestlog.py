@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -90,7 +89,3 @@ def _decoded(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return body.decode("utf-8", errors="replace")
-
-
-def monotonic_ms(start: float) -> float:
-    return round((time.monotonic() - start) * 1000, 1)

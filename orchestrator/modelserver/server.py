@@ -73,6 +73,7 @@ class ModelServer:
         self._httpd = _Server((host, port), _Handler)
         self._httpd.app = self
         self._thread: threading.Thread | None = None
+        self._serving = False
 
     @property
     def port(self) -> int:
@@ -90,13 +91,15 @@ class ModelServer:
         return self
 
     def serve_forever(self) -> None:
+        self._serving = True
         self.log.note("modelserver.listening", url=self.url, scenario=self.scenario.source)
         self._httpd.serve_forever(poll_interval=0.1)
 
     def close(self) -> None:
         """Stop serving, release hanging requests, close the socket and the log file."""
         self.stopping.set()
-        self._httpd.shutdown()
+        if self._serving:  # shutdown() waits for serve_forever, which would never come
+            self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orchestrator.errors import ConfigError
 from orchestrator.main import main as orchestrate
+from orchestrator.modelserver import ModelServer, parse_scenario
+from orchestrator.modelserver.incoming import Incoming
 from tests.unit.test_modelserver_client import (
     CLAUDE_PATH,
     CODEX_PATH,
@@ -352,3 +356,40 @@ def test_orchestrate_modelserver_resolves_shipped_scenario_names() -> None:
         resolve_scenario("write-hello"),
         resolve_scenario("x/y.toml"),
     )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    [
+        "messages",
+        "system",
+        "tools",
+        "input",
+        "instructions",
+        "contents",
+        "systemInstruction",
+        "generationConfig",
+        "stream",
+        "model",
+    ]
+)
+
+
+@given(
+    family=st.sampled_from(["anthropic", "openai", "gemini"]), body=st.dictionaries(KEYS, JSON, max_size=6)
+)
+def test_any_json_object_body_is_read_without_error(family: str, body: dict[str, Any]) -> None:
+    """Whatever JSON object a client sends, reading it for matching never raises."""
+    request = Incoming.of(family, "m", body)  # type: ignore[arg-type]
+    assert (request.family, isinstance(request.user_text, str)) == (family, True)
+
+
+def test_closing_a_server_that_never_started_returns() -> None:
+    """close() on a server whose serve loop never ran releases the port instead of waiting forever."""
+    server = ModelServer(parse_scenario('[[turn]]\ntext = "x"\n'))
+    server.close()
+    assert server.stopping.is_set()
