@@ -19,9 +19,11 @@ Layout and rules:
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,9 +55,20 @@ class MergeResult:
     conflicts: list[str] = field(default_factory=list)
 
 
+@functools.cache
+def _global_config() -> str:
+    """A global git config for the orchestrator's own git calls: clones may belong to the
+    container's uid, and ``safe.directory`` is honoured only from protected (global) config, also
+    by the ``upload-pack`` a local fetch starts."""
+    handle, path = tempfile.mkstemp(prefix="orchestrator-gitconfig-")
+    os.write(handle, b"[safe]\n\tdirectory = *\n[core]\n\thooksPath = /dev/null\n")
+    os.close(handle)
+    return path
+
+
 def _env() -> dict[str, str]:
     name, email = AUTHOR
-    return {**os.environ, "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+    return {**os.environ, "GIT_CONFIG_GLOBAL": _global_config(), "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
             "GIT_COMMITTER_EMAIL": email, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}  # fmt: skip
 
 

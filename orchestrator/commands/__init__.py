@@ -7,7 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every command module to ``app``. Each module exposes ``register(app)``."""
-    from orchestrator.commands import images, modelserver, parse, serve, version
+    from orchestrator.commands import demo, images, modelserver, parse, serve, session, version
 
-    for module in (version, images, serve, modelserver, parse):
+    for module in (version, session, demo, images, serve, modelserver, parse):
         module.register(app)

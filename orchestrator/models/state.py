@@ -159,8 +159,6 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
             worker.finished_at = event.ts
             if worker.status not in ("recovering", "failed"):
                 worker.status = _exit_status(data)
-            if data.reason == "stopped":
-                worker.status = "stopped"
         case ev.TaskFinished():
             state.tasks[event.task_id or event.worker] = data.status
             worker = _worker(state, event)

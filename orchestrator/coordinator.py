@@ -1,0 +1,496 @@
+"""The coordinator: the imperative shell of a session (FLOW.md). Seed name: ``Orchestrator``.
+
+``run(prompt)`` plans (``_decompose_task``), schedules the tasks (``_loop``: a task starts when its
+dependencies succeeded, at most ``max_parallel`` at once, in an ``asyncio.TaskGroup``), runs each in
+its own container and git clone through the ``Supervisor`` (recovery included), has the work
+reviewed, merges approved branches into ``orch/<session>`` and writes the report. Every decision is
+an event before it acts; the event log is the only state, so ``resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from orchestrator import planner
+from orchestrator.config import Settings
+from orchestrator.decisions import take_decisions
+from orchestrator.errors import (
+    OrchestratorError,
+    PlanInvalid,
+    SessionFinished,
+    SessionPausedExit,
+    UsageError,
+)
+from orchestrator.gitwork import SessionRepo, git
+from orchestrator.launch import Launcher
+from orchestrator.log import REDACTOR, get_logger
+from orchestrator.models import (
+    AgentName,
+    DecisionAction,
+    OrchestratorDecision,
+    SubTask,
+    TaskBreakdown,
+    utcnow,
+)
+from orchestrator.models import events as ev
+from orchestrator.paths import SessionPaths, new_session_id
+from orchestrator.recovery import PermissionRecoveryEngine, RecoveryPolicy
+from orchestrator.report import Report, build_report, render_markdown
+from orchestrator.review_engine import ReviewOrchestrator, ReviewPolicy
+from orchestrator.review_prompt import build_fix_prompt
+from orchestrator.reviews import ReviewRunner
+from orchestrator.runtime import Runtime
+from orchestrator.store import EventReader, EventWriter, atomic_write
+from orchestrator.supervisor import Job, Outcome, Supervisor
+
+log = get_logger(__name__)
+OnPause = Literal["exit", "stop", "continue", "wait"]
+ALL_AGENTS: tuple[AgentName, ...] = (AgentName.CLAUDE, AgentName.CODEX, AgentName.GEMINI)
+RESULT_CHARS = 4000
+
+
+class _StopSession(Exception):
+    """A STOP decision or a person's stop ends the session."""
+
+
+@dataclass
+class SessionOptions:
+    """What a person asked for, beyond the prompt (recorded in ``session_created``)."""
+
+    repo: Path
+    agents: tuple[AgentName, ...] = ALL_AGENTS
+    max_parallel: int | None = None
+    allow_dirty: bool = False
+    on_pause: OnPause = "exit"
+    review: bool = True
+
+    @classmethod
+    def from_dict(cls, repo: Path, raw: dict[str, Any]) -> SessionOptions:
+        """The options recorded in ``session_created`` (a resumed session keeps them)."""
+        agents = raw.get("agents") or [a.value for a in ALL_AGENTS]
+        on_pause = raw.get("on_pause", "exit")
+        return cls(
+            repo=repo,
+            agents=tuple(AgentName(a) for a in agents),
+            max_parallel=raw.get("max_parallel"),
+            allow_dirty=True,
+            on_pause=on_pause if on_pause in ("exit", "stop", "continue", "wait") else "exit",
+            review=bool(raw.get("review", True)),
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {"agents": [a.value for a in self.agents], "max_parallel": self.max_parallel,
+                "allow_dirty": self.allow_dirty, "on_pause": self.on_pause, "review": self.review}  # fmt: skip
+
+
+@dataclass
+class Orchestrator:
+    """One session, from prompt to report."""
+
+    settings: Settings
+    runtime: Runtime
+    session_id: str = field(default_factory=new_session_id)
+    launcher: Launcher | None = None
+    _writer: EventWriter | None = None
+    _repo: SessionRepo | None = None
+    _supervisor: Supervisor | None = None
+    _reviews: ReviewRunner | None = None
+    _options: SessionOptions | None = None
+    _decisions: asyncio.Queue[ev.HumanDecision] = field(default_factory=asyncio.Queue)
+    _pause_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _results: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> SessionPaths:
+        return SessionPaths.of(self.settings.workspace, self.session_id)
+
+    @property
+    def writer(self) -> EventWriter:
+        if self._writer is None:
+            raise OrchestratorError("the session is not open")
+        return self._writer
+
+    # -- entry points ------------------------------------------------------------------------------
+
+    async def run(self, prompt: str, options: SessionOptions | None = None) -> Report:
+        """Run a new session for ``prompt``; returns the report (its ``exit_code`` is the CLI's)."""
+        options = options or SessionOptions(repo=Path.cwd())
+        if not prompt.strip():
+            raise UsageError("the prompt is empty: say what the agents should do")
+        repo = await asyncio.to_thread(
+            SessionRepo.prepare, options.repo, self.session_id, self.paths.root, options.allow_dirty
+        )
+        self._repo, self._options = repo, options
+        self._writer = EventWriter.open(self.paths, snapshot_every=self.settings.snapshot_every)
+        atomic_write(self.paths.session_json, orjson.dumps({
+            "id": self.session_id, "prompt": prompt, "repo": str(options.repo.resolve()),
+            "options": options.as_dict(), "created_at": utcnow().isoformat(),
+        }, option=orjson.OPT_INDENT_2))  # fmt: skip
+        self.writer.emit(
+            "orchestrator", ev.SessionCreated(prompt=prompt, repo=str(repo.repo), options=options.as_dict())
+        )
+        await self.writer.commit()
+        return await self._drive()
+
+    async def resume(self) -> Report:
+        """Continue an interrupted or paused session from its log."""
+        self._writer = EventWriter.open(self.paths, snapshot_every=self.settings.snapshot_every, create=False)
+        state = self.writer.state
+        if state.finished:
+            self.writer.close()
+            raise SessionFinished(
+                f"session {self.session_id} has finished ({state.status}); it cannot be resumed"
+            )
+        self._options = SessionOptions.from_dict(Path(state.repo), dict(state.options))
+        self._repo = await asyncio.to_thread(
+            SessionRepo.prepare, Path(state.repo), self.session_id, self.paths.root, True
+        )
+        self.writer.emit("orchestrator", ev.SessionResumed(by="resume"))
+        await self.writer.commit()
+        return await self._drive(resumed=True)
+
+    def decide(self, action: str, note: str = "", by: str = "person") -> None:
+        """A person's decision on the paused session (in-process callers: the API)."""
+        if action not in ("continue", "stop"):
+            raise UsageError(f"decision {action!r} is not one of: continue, stop")
+        self._decisions.put_nowait(
+            ev.HumanDecision.model_validate({"action": action, "note": note, "by": by})
+        )
+
+    async def stop(self) -> None:
+        """Stop every worker; the session finishes as stopped."""
+        self.decide("stop", "stop requested", by="person")
+        if self._supervisor is not None:
+            await self._supervisor.stop_all(self.settings.grace_period_s)
+
+    async def stop_worker(self, worker: str) -> None:
+        """Stop one worker for good (it is not restarted)."""
+        if self._supervisor is not None:
+            self.writer.emit(worker, ev.HumanDecision(action="stop", note="worker stopped", by="person"))
+            await self._supervisor.stop_worker(worker)
+
+    # -- the session -------------------------------------------------------------------------------
+
+    async def _drive(self, resumed: bool = False) -> Report:
+        flusher = asyncio.ensure_future(self.writer.run_flusher(self.settings.flush_interval_s))
+        try:
+            self._setup()
+            try:
+                plan = self.writer.state.plan if resumed and self.writer.state.plan else None
+                if plan is None:
+                    plan = await self._decompose_task(self.writer.state.prompt)
+                await self._loop(plan)
+                await self._finish()
+            except _StopSession as stop:
+                await self._finish(stopped=str(stop))
+            except PlanInvalid as err:
+                self.writer.emit("orchestrator", ev.Error(message=str(err)))
+                await self._finish(failed=str(err))
+            except SessionPausedExit:
+                await self.writer.commit()
+                raise
+            return build_report(EventReader(self.paths).read())
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            if self._supervisor is not None:
+                await self._supervisor.stop_all(self.settings.grace_period_s)
+            self.writer.close()
+
+    def _setup(self) -> None:
+        REDACTOR.register(*self.settings.secret_values())
+        if self.launcher is None:
+            raise OrchestratorError(
+                "the orchestrator needs a Launcher (see orchestrator.sessions.SessionHost)"
+            )
+        launcher = self.launcher
+        engine = PermissionRecoveryEngine(RecoveryPolicy.from_settings(self.settings))
+        self._supervisor = Supervisor(
+            self.runtime,
+            self.writer,
+            self.settings,
+            engine,
+            launcher.spec_for,
+            transcripts=launcher.transcript_files,
+        )
+        review_policy = ReviewPolicy.from_settings(self.settings.review)
+        self._reviews = ReviewRunner(
+            self._supervisor, ReviewOrchestrator(review_policy), self.settings.review.timeout_s
+        )
+
+    async def _decompose_task(self, prompt: str) -> TaskBreakdown:
+        """Ask the planner (Claude Code, repository read-only) for a TaskBreakdown; one retry."""
+        assert self._supervisor is not None and self._repo is not None and self._options is not None
+        repo = self._repo.repo
+        files = (await asyncio.to_thread(git, repo, "ls-files")).stdout.splitlines()
+        agents = [a.value for a in self._options.agents]
+        ask = planner.build_plan_prompt(prompt, agents, files)
+        error: planner.PlanAnswerError | None = None
+        for _ in range(2):
+            job = Job(worker="planner", agent=AgentName.CLAUDE, prompt=ask, workdir=self._repo.repo,
+                      schema=planner.plan_schema())  # fmt: skip
+            outcome = await self._supervisor.run(job, rung=0)
+            if not outcome.ok and not outcome.text and not outcome.structured:
+                raise PlanInvalid(f"the planner failed: {outcome.error}")
+            result = planner.parse_plan(outcome.text, outcome.structured)
+            if isinstance(result, TaskBreakdown):
+                unknown = sorted({t.agent.value for t in result.tasks} - set(agents))
+                if not unknown:
+                    self.writer.emit("orchestrator", ev.PlanReady(breakdown=result))
+                    await self.writer.commit()
+                    return result
+                result = planner.PlanAnswerError(
+                    message=f"agents not allowed in this session: {', '.join(unknown)}"
+                )
+            error = result
+            self.writer.emit(
+                "planner", ev.Error(message=f"invalid plan: {error.message}", detail=error.excerpt)
+            )
+            await self.writer.commit()
+            ask = (
+                planner.build_plan_prompt(prompt, agents, files)
+                + "\n\n"
+                + planner.build_plan_retry_prompt(error)
+            )
+        raise PlanInvalid(f"the planner's answer was invalid twice: {error.message if error else 'unknown'}")
+
+    async def _loop(self, plan: TaskBreakdown) -> None:
+        """Run the tasks in dependency order, at most ``max_parallel`` at once."""
+        assert self._options is not None
+        limit = asyncio.Semaphore(self._options.max_parallel or self.settings.max_parallel)
+        done = {t.id: asyncio.Event() for t in plan.tasks}
+        try:
+            async with asyncio.TaskGroup() as group:
+                for task in plan.tasks:
+                    group.create_task(self._task(task, limit, done))
+        except ExceptionGroup as group_error:
+            raise _most_important(group_error) from None
+
+    async def _task(self, task: SubTask, limit: asyncio.Semaphore, done: dict[str, asyncio.Event]) -> None:
+        try:
+            status = self.writer.state.tasks.get(task.id)
+            if status in ("succeeded", "failed", "skipped", "stopped"):
+                return
+            for dep in task.depends_on:
+                await done[dep].wait()
+            failed = [d for d in task.depends_on if self.writer.state.tasks.get(d) != "succeeded"]
+            if failed:
+                self._finish_task(
+                    task, ev.TaskFinished(status="skipped", summary=f"dependency failed: {', '.join(failed)}")
+                )
+                return
+            async with limit:
+                await self._run_task(task)
+        finally:
+            done[task.id].set()
+
+    async def _run_task(self, task: SubTask) -> None:
+        assert self._supervisor is not None and self._repo is not None
+        worker = f"{task.agent.value}-{task.id}"
+        owner = self.launcher.owner if self.launcher else None
+        clone = await asyncio.to_thread(
+            self._repo.checkout_task, task.id, owner[0] if owner else None, owner[1] if owner else None
+        )
+        job = Job(worker=worker, agent=task.agent, prompt=self._task_prompt(task), workdir=clone, task_id=task.id,
+                  writable=task.writes, timeout_s=self.settings.task_timeout_s)  # fmt: skip
+        state = self.writer.state.workers.get(worker)
+        resume_id = state.cli_session_id if state and state.attempt else None
+        outcome = await self._supervisor.run(job, resume_id=resume_id)
+        self._save_result(task, outcome)
+        if outcome.stopped:
+            self._finish_task(task, ev.TaskFinished(status="stopped", summary=outcome.error or "stopped"))
+            return
+        if not outcome.ok:
+            self._finish_task(
+                task, ev.TaskFinished(status="failed", summary=outcome.error or "the agent failed")
+            )
+            return
+        if not task.writes:
+            self._finish_task(task, ev.TaskFinished(status="succeeded", summary=outcome.text[:500]))
+            return
+        await self._review_and_merge(task, job, outcome)
+
+    async def _review_and_merge(self, task: SubTask, job: Job, outcome: Outcome) -> None:
+        assert self._repo is not None and self._reviews is not None and self._supervisor is not None
+        assert self._options is not None
+        rounds = 0
+        while True:
+            stat = await asyncio.to_thread(self._repo.collect, task.id, f"{task.id}: {task.title}")
+            if not stat.files:
+                self._finish_task(task, ev.TaskFinished(status="succeeded", summary="no changes"))
+                return
+            decision = None
+            reviewers = self._reviews.policy.reviewers_for(task.agent, self._options.agents)
+            if self._options.review and self.settings.review.enabled and reviewers:
+                request = self._reviews.policy.create_review_request({
+                    "id": self._reviews.next_id(task.id), "session_id": self.session_id, "task_id": task.id,
+                    "author": job.worker, "reviewers": reviewers, "trigger": "task_finished",
+                    "task": task.description, "acceptance": task.acceptance, "diff": stat.diff,
+                    "files_changed": stat.files, "summary": outcome.text[:2000],
+                })  # fmt: skip
+                decision = await self._reviews.review(request, job.workdir)
+                if self._reviews.policy.wants_fix_round(decision, rounds):
+                    rounds += 1
+                    findings = [f for r in decision.reviews for f in r.findings]
+                    fix = Job(worker=job.worker, agent=job.agent, prompt=build_fix_prompt(findings),
+                              workdir=job.workdir, task_id=task.id, writable=True, timeout_s=job.timeout_s)  # fmt: skip
+                    state = self.writer.state.workers.get(job.worker)
+                    outcome = await self._supervisor.run(
+                        fix, resume_id=state.cli_session_id if state else None
+                    )
+                    if not outcome.ok:
+                        self._finish_task(
+                            task, ev.TaskFinished(status="failed", summary=outcome.error or "fix failed")
+                        )
+                        return
+                    continue
+                if not await self._act_on(decision, f"review of {task.id}"):
+                    self._finish_task(
+                        task, ev.TaskFinished(status="stopped", summary="not merged: a person stopped it")
+                    )
+                    return
+            await self._merge(task, stat.files, stat.insertions, stat.deletions)
+            return
+
+    async def _merge(self, task: SubTask, files: list[str], plus: int, minus: int) -> None:
+        assert self._repo is not None
+        repo = self._repo
+        result = await asyncio.to_thread(repo.merge, task.id, f"Merge {task.id}: {task.title}")
+        branch = repo.task_branch(task.id)
+        if not result.merged:
+            self.writer.emit(
+                "orchestrator", ev.MergeConflict(task_id=task.id, files=result.conflicts), task.id
+            )
+            reason = f"merging {task.id} conflicts in {', '.join(result.conflicts)}; branch {branch} is kept"
+            if not await self._pause(reason):
+                self._finish_task(task, ev.TaskFinished(status="stopped", summary=reason))
+                return
+            self._finish_task(task, ev.TaskFinished(status="succeeded", summary=f"not merged: {reason}",
+                                                    files_changed=files, insertions=plus, deletions=minus,
+                                                    branch=branch))  # fmt: skip
+            return
+        self.writer.emit(
+            "orchestrator", ev.Merged(branch=repo.branch, tasks=[task.id], commit=result.commit), task.id
+        )
+        self._finish_task(task, ev.TaskFinished(status="succeeded", summary=f"merged into {repo.branch}",
+                                                files_changed=files, insertions=plus, deletions=minus, branch=branch))  # fmt: skip
+        await asyncio.to_thread(repo.remove_checkout, task.id)
+
+    async def _act_on(self, decision: OrchestratorDecision, what: str) -> bool:
+        """True to go on (CONTINUE, WARN, or PAUSE then continue); STOP ends the session."""
+        if decision.action is DecisionAction.STOP:
+            assert self._supervisor is not None
+            await self._supervisor.stop_all(self.settings.grace_period_s)
+            raise _StopSession(f"STOP after the {what}: {'; '.join(decision.reasons)}")
+        if decision.action is DecisionAction.PAUSE:
+            return await self._pause(f"PAUSE after the {what}: {'; '.join(decision.reasons)}")
+        return True
+
+    async def _pause(self, reason: str) -> bool:
+        """Wait for a person (or apply ``--on-pause``); True = continue, False = skip this work."""
+        assert self._options is not None
+        async with self._pause_lock:
+            self.writer.emit(
+                "orchestrator", ev.SessionPaused(reason=reason, decision_seq=self.writer.last_seq)
+            )
+            await self.writer.commit()
+            mode = self._options.on_pause
+            if mode == "exit":
+                raise SessionPausedExit(f"session {self.session_id} is paused: {reason}")
+            if mode in ("continue", "stop"):
+                choice = ev.HumanDecision(action=mode, note="--on-pause " + mode, by="policy")
+            else:
+                choice = await self._wait_for_person()
+            self.writer.emit("orchestrator", choice)
+            if choice.action == "stop":
+                raise _StopSession(f"stopped by {choice.by}: {choice.note or reason}")
+            self.writer.emit("orchestrator", ev.SessionResumed(by=choice.by))
+            await self.writer.commit()
+            return True
+
+    async def _wait_for_person(self) -> ev.HumanDecision:
+        while True:
+            queued = take_decisions(self.paths)
+            if queued:
+                return queued[0]
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(self._decisions.get(), timeout=0.5)
+
+    async def _finish(self, stopped: str | None = None, failed: str | None = None) -> None:
+        state = self.writer.state
+        statuses = [state.tasks.get(t.id, "pending") for t in state.plan.tasks] if state.plan else []
+        if stopped:
+            outcome, summary = "stopped", stopped
+        elif failed or any(s in ("failed", "skipped") for s in statuses):
+            outcome, summary = "failed", failed or "a task failed beyond recovery"
+        elif any(s == "stopped" for s in statuses):
+            outcome, summary = "stopped", "a person stopped work"
+        else:
+            outcome, summary = "succeeded", f"{len(statuses)} tasks succeeded"
+        self.writer.emit(
+            "orchestrator", ev.SessionFinished.model_validate({"status": outcome, "summary": summary})
+        )
+        await self.writer.commit()
+        report = build_report(EventReader(self.paths).read())
+        atomic_write(self.paths.report_json, report.model_dump_json(indent=2).encode())
+        atomic_write(self.paths.report_md, render_markdown(report).encode())
+
+    def _finish_task(self, task: SubTask, result: ev.TaskFinished) -> None:
+        self.writer.emit(f"{task.agent.value}-{task.id}", result, task.id)
+        self.writer.flush()
+
+    def _task_prompt(self, task: SubTask) -> str:
+        plan = self.writer.state.plan
+        lines = [
+            f"Goal of the whole session: {plan.goal if plan else ''}",
+            f"Your task ({task.id}): {task.title}",
+            task.description,
+        ]
+        if task.acceptance:
+            lines += ["Acceptance criteria:", *[f"- {a}" for a in task.acceptance]]
+        if task.writes:
+            lines.append(
+                "Work in the current directory (a git checkout of the repository). Change only what the task needs."
+            )
+        else:
+            lines.append(
+                "This is a read-only task: do not modify any file. Report your findings as your final answer."
+            )
+        for dep in task.depends_on:
+            result = self._read_result(dep)
+            if result:
+                lines += [f"Result of task {dep}:", result[:RESULT_CHARS]]
+        return "\n".join(lines)
+
+    def _save_result(self, task: SubTask, outcome: Outcome) -> None:
+        folder = self.paths.task_dir(task.id)
+        atomic_write(folder / "result.md", REDACTOR(outcome.text).encode())
+
+    def _read_result(self, task_id: str) -> str:
+        path = self.paths.task_dir(task_id) / "result.md"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _most_important(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The error that decides the session's end: a stop, then a pause, then the first failure."""
+    flat: list[Exception] = []
+    for error in group.exceptions:
+        flat.append(_most_important(error) if isinstance(error, BaseExceptionGroup) else error)
+    for kind in (_StopSession, SessionPausedExit):
+        found = next((e for e in flat if isinstance(e, kind)), None)
+        if found is not None:
+            return found
+    return flat[0]
+
+
+def plan_agents(plan: TaskBreakdown) -> Sequence[AgentName]:
+    """The agents a plan uses, in a stable order."""
+    return sorted({t.agent for t in plan.tasks}, key=lambda a: a.value)

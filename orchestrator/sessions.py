@@ -1,0 +1,127 @@
+"""Starting and resuming sessions: the wiring around ``Orchestrator`` shared by the CLI and the API.
+
+``SessionHost`` owns what outlives one orchestrator object: the runtime, the image tags, the
+session's internal network and, for a credential-free run, the scripted model server container
+on that network (the agents' endpoints then point at it through the ordinary endpoint settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from orchestrator.config import Settings
+from orchestrator.coordinator import Orchestrator, SessionOptions
+from orchestrator.errors import CredentialsMissing
+from orchestrator.images import IMAGE_NAMES, image_refs
+from orchestrator.launch import Launcher
+from orchestrator.log import get_logger
+from orchestrator.models import AgentName
+from orchestrator.paths import SessionPaths, new_session_id
+from orchestrator.report import Report
+from orchestrator.runtime import Runtime
+from orchestrator.runtime.protocol import MANAGED_LABEL, SESSION_LABEL
+from sandbox.mounts import MountRequest, SandboxRoots
+from sandbox.safety import WorkerRequest, build_spec, container_user
+
+log = get_logger(__name__)
+MODEL_PORT = 8080
+DUMMY_KEYS = {"claude": "sk-ant-local-scripted-model", "codex": "sk-local-scripted-model-0000", "gemini": "local-scripted-model-key"}  # fmt: skip
+
+
+def network_name(session_id: str) -> str:
+    """The session's own internal network: workers of different sessions cannot reach each other."""
+    return f"orch-{session_id}"
+
+
+def check_credentials(settings: Settings, agents: tuple[AgentName, ...]) -> None:
+    """Exit 5 before anything starts when a needed agent has neither a key nor a login folder."""
+    for agent in agents:
+        own = settings.agent(agent.value)
+        if own.api_key is None and (own.login_dir is None or not own.login_dir.is_dir()):
+            upper = agent.value.upper()
+            raise CredentialsMissing(
+                f"no credentials for {agent.value}: set ORCH_{upper}__API_KEY, or ORCH_{upper}__LOGIN_DIR "
+                f"to a login folder (~/.{agent.value}), or leave {agent.value} out with --agents"
+            )
+
+
+@dataclass
+class SessionHost:
+    """Runs sessions on one runtime."""
+
+    settings: Settings
+    runtime: Runtime
+
+    def images(self) -> dict[str, str]:
+        return image_refs(
+            self.settings,
+            [n for n in IMAGE_NAMES if n in ("claude", "codex", "gemini", "modelserver", "base")],
+        )
+
+    async def prepare_network(self, session_id: str) -> str:
+        if self.settings.network == "none":
+            return "none"
+        name = network_name(session_id)
+        await self.runtime.ensure_network(
+            name, internal=True, labels={MANAGED_LABEL: "true", SESSION_LABEL: session_id}
+        )
+        return name
+
+    def orchestrator(self, session_id: str, repo: Path, network: str) -> Orchestrator:
+        paths = SessionPaths.of(self.settings.workspace, session_id)
+        launcher = Launcher(self.settings, paths, repo.resolve(), self.images(), network)
+        return Orchestrator(self.settings, self.runtime, session_id=session_id, launcher=launcher)
+
+    async def run(self, prompt: str, options: SessionOptions, session_id: str | None = None) -> Report:
+        """A new session to the end (or to a pause with ``--on-pause exit``)."""
+        check_credentials(self.settings, options.agents)
+        session_id = session_id or new_session_id()
+        network = await self.prepare_network(session_id)
+        orchestrator = self.orchestrator(session_id, options.repo, network)
+        return await orchestrator.run(prompt, options)
+
+    async def resume(self, session_id: str, repo: Path) -> Report:
+        network = await self.prepare_network(session_id)
+        return await self.orchestrator(session_id, repo, network).resume()
+
+    @contextlib.asynccontextmanager
+    async def model_server(self, session_id: str, scenario: Path) -> AsyncIterator[Settings]:
+        """The scripted model server on the session's network; yields settings pointing the agents at it."""
+        network = await self.prepare_network(session_id)
+        paths = SessionPaths.of(self.settings.workspace, session_id)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        local = paths.root / "scenario.toml"
+        await asyncio.to_thread(shutil.copyfile, scenario, local)
+        worker = "modelserver"
+        request = WorkerRequest(
+            image=self.images()["modelserver"],
+            argv=["python3", "-m", "orchestrator.modelserver", "--scenario", "/scenario/scenario.toml",
+                  "--host", "0.0.0.0",  # noqa: S104 - inside its container, on the session network only
+                  "--port", str(MODEL_PORT)],  # fmt: skip
+            session_id=session_id, worker=worker, attempt=1, task="read-only",
+            mounts=[MountRequest(str(paths.root / "scenario.toml"), "ro", "/scenario/scenario.toml")],
+            roots=SandboxRoots(repo=paths.root, workspace=paths.root), user=container_user(paths.root, self.settings),
+            network=network,
+        )  # fmt: skip
+        spec = build_spec(request)
+        container = await self.runtime.start(spec)
+        host = spec.name or container[:12]
+        url = f"http://{host}:{MODEL_PORT}"
+        update = {
+            agent: self.settings.agent(agent).model_copy(
+                update={"base_url": url, "api_key": SecretStr(DUMMY_KEYS[agent])}
+            )
+            for agent in ("claude", "codex", "gemini")
+        }
+        try:
+            yield self.settings.model_copy(update=update)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.runtime.remove(container)

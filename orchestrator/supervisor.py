@@ -1,0 +1,332 @@
+"""The worker supervisor: runs one job (a planner, a worker or a reviewer) through its attempts.
+
+For each attempt it builds the CLI's command (the agent adapter), turns it into a hardened
+container spec (``SpecBuilder``, from the sandbox rules), starts the container, and reads its
+output: every line is stored as an ``output`` event and normalised into the adapter's payloads,
+each of which is shown to the recovery engine. An action is **recorded (and fsynced) first**, then
+carried out: the container is stopped (killed when stalled), the old container is removed only
+after its last line is stored, the delay is waited, and the next attempt starts — a new container,
+on the new rung / memory, resuming the CLI's own session when it printed an id. A worker stopped
+by a person is never restarted. The task's wall-clock limit is the supervisor's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.agents import get_adapter
+from orchestrator.agents.base import AgentAdapter, CommandSpec, StreamParser
+from orchestrator.config import Settings
+from orchestrator.errors import ContainerNotFound, OrchestratorError
+from orchestrator.log import get_logger
+from orchestrator.models import AgentEvent, AgentState, EventData, RecoveryAction
+from orchestrator.models import events as ev
+from orchestrator.models.common import AgentName
+from orchestrator.models.events import ExitReason
+from orchestrator.recovery import ExitInfo as RecoveryExit
+from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
+from orchestrator.runtime import Runtime
+from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine
+from orchestrator.store import EventWriter
+
+log = get_logger(__name__)
+CONTINUE_PROMPT = (
+    "Continue the task where you left off. The permissions may have changed: retry any step that was "
+    "refused. Finish the task."
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run: one agent CLI on one prompt, in one folder."""
+
+    worker: str
+    agent: AgentName
+    prompt: str
+    workdir: Path
+    task_id: str | None = None
+    writable: bool = False
+    extra_ro: tuple[Path, ...] = ()
+    schema: Mapping[str, Any] | None = None
+    timeout_s: float | None = None
+
+
+@dataclass
+class Outcome:
+    """How a job ended."""
+
+    ok: bool
+    text: str = ""
+    structured: dict[str, Any] | None = None
+    cli_session_id: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    stopped: bool = False
+
+
+class SpecBuilder(Protocol):
+    """Turns a job's command into the hardened container spec of one attempt (the sandbox rules)."""
+
+    def __call__(
+        self, job: Job, command: CommandSpec, attempt: int, memory_bytes: int | None
+    ) -> ContainerSpec: ...
+
+
+Observer = Callable[[AgentEvent, str], Awaitable[None]]
+
+
+def ro_target(index: int) -> str:
+    """Where the ``index``-th extra read-only folder of a job is mounted in the container."""
+    return f"/ro/{index}"
+
+
+@dataclass
+class _Run:
+    """What one attempt has seen so far."""
+
+    container_id: str
+    parser: StreamParser
+    result: ev.AgentResult | None = None
+    action: RecoveryAction | None = None
+    exit_reason: ExitReason | None = None
+    lines: int = 0
+    command: CommandSpec | None = None
+
+
+@dataclass
+class Supervisor:
+    """Runs jobs with recovery; one per session. ``stop_worker`` is a person's stop."""
+
+    runtime: Runtime
+    writer: EventWriter
+    settings: Settings
+    engine: PermissionRecoveryEngine
+    build_spec: SpecBuilder
+    observer: Observer | None = None
+    transcripts: Callable[[Job, CommandSpec], list[Path]] | None = None
+    stall_check_s: float = 5.0
+    _stopped: set[str] = field(default_factory=set)
+    _containers: dict[str, str] = field(default_factory=dict)
+    _past: dict[str, list[RecoveryAction]] = field(default_factory=dict)
+    _transcript_offsets: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def remember(self, worker: str, actions: list[RecoveryAction]) -> None:
+        """Seed the actions already recorded for ``worker`` (a resumed session)."""
+        self._past[worker] = list(actions)
+
+    @property
+    def running(self) -> dict[str, str]:
+        """Worker name -> id of its running container."""
+        return dict(self._containers)
+
+    async def stop_worker(self, worker: str, grace_s: float | None = None) -> None:
+        """Stop ``worker`` for good: it is not restarted."""
+        self._stopped.add(worker)
+        container = self._containers.get(worker)
+        if container:
+            await self._stop(container, grace_s)
+
+    async def stop_all(self, grace_s: float | None = None) -> None:
+        """Stop every running container of this supervisor (a session stop or a signal)."""
+        self._stopped.update(self._containers)
+        await asyncio.gather(*(self._stop(c, grace_s) for c in list(self._containers.values())))
+
+    async def run(self, job: Job, *, rung: int | None = None, resume_id: str | None = None) -> Outcome:
+        """Run ``job`` until it succeeds, gives up, or is stopped."""
+        adapter = get_adapter(job.agent.value)
+        rung = self.engine.start_rung(job.agent, is_writer=job.writable) if rung is None else rung
+        state = self._state(job)
+        attempt, memory = state.attempt + 1, None
+        prompt = CONTINUE_PROMPT if resume_id else job.prompt
+        past = self._past.setdefault(job.worker, [])
+        deadline = asyncio.get_running_loop().time() + (job.timeout_s or self.settings.task_timeout_s)
+        while True:
+            if job.worker in self._stopped:
+                return Outcome(False, attempts=attempt - 1, error="stopped by a person", stopped=True)
+            command = self._command(adapter, job, prompt, rung, resume_id)
+            spec = self.build_spec(job, command, attempt, memory)
+            container = await self.runtime.start(spec)
+            self._containers[job.worker] = container
+            self._emit(job, ev.WorkerStarted(
+                agent=job.agent, image=spec.image, container_id=container, argv=list(spec.argv),
+                attempt=attempt, flags=command.flags, rung=rung,
+            ))  # fmt: skip
+            await self.writer.commit()
+            run = _Run(container, adapter.parser(), command=command)
+            try:
+                await self._watch(job, run, past, memory, deadline)
+                exit_info = await self.runtime.wait(container)
+            except asyncio.CancelledError:
+                # the session is ending (a STOP, a signal): this worker's container goes with it
+                await asyncio.shield(self._stop(container, None))
+                raise
+            finally:
+                self._containers.pop(job.worker, None)
+            reason: ExitReason = run.exit_reason or exit_info.reason
+            self._emit(job, ev.WorkerExited(exit_code=exit_info.exit_code, reason=reason))
+            if run.action is None:
+                run.action = await self._conclude(job, run, exit_info, reason, past, memory)
+            await self.writer.commit()
+            with contextlib.suppress(ContainerNotFound):
+                await self.runtime.remove(container)
+            action = run.action
+            if action is None:
+                return self._outcome(job, run, exit_info, attempt)
+            if action.kind == "give_up" or job.worker in self._stopped:
+                stopped = job.worker in self._stopped
+                error = "stopped by a person" if stopped else action.message or action.cause
+                return Outcome(False, attempts=attempt, error=error, stopped=stopped)
+            await asyncio.sleep(action.delay_s)
+            rung = action.rung if action.rung is not None else rung
+            memory = action.memory_bytes or memory
+            attempt = action.attempt
+            resume_id = self._state(job).cli_session_id if action.kind != "restart" else None
+            prompt = CONTINUE_PROMPT if resume_id else job.prompt
+
+    def _command(
+        self, adapter: AgentAdapter, job: Job, prompt: str, rung: int, resume_id: str | None
+    ) -> CommandSpec:
+        agent_settings = self.settings.agent(job.agent.value)
+        if job.schema is not None and resume_id is None:
+            return adapter.build_structured_command(prompt, job.schema, settings=agent_settings)
+        return adapter.build_command(
+            prompt, rung, settings=agent_settings, resume_id=resume_id,
+            extra_ro_dirs=[ro_target(i) for i, _ in enumerate(job.extra_ro)],
+        )  # fmt: skip
+
+    async def _watch(
+        self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None, deadline: float
+    ) -> None:
+        """Read the container's lines until it ends, or until an action stops it."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.ensure_future(self._read(job, run, past, memory))
+        try:
+            while not reader.done():
+                timeout = min(self.stall_check_s, max(deadline - loop.time(), 0.0))
+                done, _ = await asyncio.wait({reader}, timeout=timeout)
+                if done:
+                    break
+                if loop.time() >= deadline:
+                    run.exit_reason = "timeout"
+                    await self.runtime.kill(run.container_id)
+                    continue
+                view = self._view(job, past, memory)
+                action = self.engine.check_stall(view, datetime.now(UTC))
+                if action is not None and run.action is None:
+                    await self._record(job, run, action, past)
+                    run.exit_reason = "stalled"
+                    await self.runtime.kill(run.container_id)
+            reader.result()
+        finally:
+            if not reader.done():
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+
+    async def _read(self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None) -> None:
+        async for line in self.runtime.stream(run.container_id):
+            await self._line(job, run, line, past, memory)
+
+    async def _line(
+        self, job: Job, run: _Run, line: LogLine, past: list[RecoveryAction], memory: int | None
+    ) -> None:
+        run.lines += 1
+        self._emit(job, ev.Output(stream=line.stream, line=line.text))
+        for payload in run.parser.parse_line(line.stream, line.text):
+            event = self._emit(job, payload)
+            if isinstance(payload, ev.AgentResult):
+                run.result = payload
+            if self.observer is not None:
+                await self.observer(event, run.container_id)
+            if run.action is None:
+                action = self.engine.monitor_stream(payload, self._view(job, past, memory))
+                if action is not None:
+                    await self._record(job, run, action, past)
+                    run.exit_reason = "stopped"
+                    await self._stop(run.container_id, None)
+
+    async def _conclude(
+        self,
+        job: Job,
+        run: _Run,
+        exit_info: ExitInfo,
+        reason: ExitReason,
+        past: list[RecoveryAction],
+        memory: int | None,
+    ) -> RecoveryAction | None:
+        """After a natural end: the CLI's own session log, the adapter's last word, then the exit rules."""
+        for payload in [*self._transcript(job, run), *run.parser.finish(exit_info.exit_code)]:
+            self._emit(job, payload)
+            if isinstance(payload, ev.AgentResult):
+                run.result = payload
+            action = self.engine.monitor_stream(payload, self._view(job, past, memory))
+            if action is not None:
+                await self._record(job, run, action, past)
+                return action
+        info = RecoveryExit(
+            exit_code=exit_info.exit_code, reason=reason,
+            result_ok=None if run.result is None else run.result.ok,
+            turn_incomplete=run.lines == 0, evidence=exit_info.error or f"exit {exit_info.exit_code} ({reason})",
+        )  # fmt: skip
+        action = self.engine.on_exit(self._view(job, past, memory), info)
+        if action is not None:
+            await self._record(job, run, action, past)
+        return action
+
+    def _transcript(self, job: Job, run: _Run) -> list[EventData]:
+        """New lines of the CLI's session log (Codex shows its sandbox denials only there)."""
+        if self.transcripts is None or run.command is None or not run.command.transcript_glob:
+            return []
+        payloads: list[EventData] = []
+        seen = self._transcript_offsets.setdefault(job.worker, {})
+        for path in self.transcripts(job, run.command):
+            with contextlib.suppress(OSError), path.open("rb") as handle:
+                handle.seek(seen.get(str(path), 0))
+                data = handle.read()
+                complete = data[: data.rfind(b"\n") + 1]
+                seen[str(path)] = seen.get(str(path), 0) + len(complete)
+                for raw in complete.decode(errors="replace").splitlines():
+                    payloads.extend(run.parser.parse_transcript_line(raw))
+        return payloads
+
+    async def _record(self, job: Job, run: _Run, action: RecoveryAction, past: list[RecoveryAction]) -> None:
+        """Store the decision durably before anything acts on it."""
+        run.action = action
+        past.append(action)
+        self._emit(job, ev.Recovery(action=action))
+        await self.writer.commit()
+        log.info("recovery", worker=job.worker, kind=action.kind, cause=action.cause, attempt=action.attempt)
+
+    def _outcome(self, job: Job, run: _Run, exit_info: ExitInfo, attempt: int) -> Outcome:
+        state = self._state(job)
+        result = run.result
+        ok = exit_info.exit_code == 0 and (result is None or result.ok) and job.worker not in self._stopped
+        error = None if ok else (f"exit {exit_info.exit_code}" if result is None else result.text[:500])
+        return Outcome(
+            ok=ok, text=result.text if result else "", structured=result.structured if result else None,
+            cli_session_id=state.cli_session_id, attempts=attempt, error=error, stopped=job.worker in self._stopped,
+        )  # fmt: skip
+
+    async def _stop(self, container: str, grace_s: float | None) -> None:
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        with contextlib.suppress(OrchestratorError):
+            await self.runtime.unpause(container)
+        with contextlib.suppress(ContainerNotFound):
+            await self.runtime.stop(container, grace)
+
+    def _emit(self, job: Job, payload: EventData) -> AgentEvent:
+        return self.writer.append(ev.EventDraft.of(job.worker, payload, job.task_id))
+
+    def _state(self, job: Job) -> AgentState:
+        return self.writer.state.workers.get(job.worker) or AgentState(name=job.worker, agent=job.agent)
+
+    def _view(self, job: Job, past: list[RecoveryAction], memory: int | None) -> WorkerView:
+        state = self._state(job).model_copy()
+        state.agent = job.agent
+        return WorkerView.from_state(state, is_writer=job.writable, past=past, memory_bytes=memory)
