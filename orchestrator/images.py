@@ -12,6 +12,9 @@ date and ``ensure_images`` builds only what is missing, base first:
 * ``modelserver``: the stdlib-only ``orchestrator/modelserver`` package on the base.
 * ``proxy``: tinyproxy for the egress allowlist, its ``.deb`` fetched on the host
   (``orchestrator.imagebuild.debs``), installed by ``docker build --network none`` FROM the base.
+* ``server``: ``orchestrate serve`` for compose.yaml: the project's wheel and its pinned dependencies,
+  made on the host with pip (``orchestrator.imagebuild.server``), installed with ``--no-index`` by
+  ``docker build --network none`` FROM the base.
 
 Two processes may call ``ensure_images`` at once: builds are serialised by a file lock under
 ``build/``, and each image is checked again once the lock is held.
@@ -55,6 +58,8 @@ from orchestrator.imagebuild.recipe import (
     mmdebstrap_argv,
     rewrite_sources,
 )
+from orchestrator.imagebuild.server import build_args as server_build_args
+from orchestrator.imagebuild.server import server_context
 from orchestrator.log import get_logger
 
 __all__ = [
@@ -301,6 +306,17 @@ def _build(
                 context,
                 ref,
                 build_args={"BASE_IMAGE": refs["base"], "CLI_VERSION": version},
+                labels=labels,
+                log_path=log_path,
+            )
+    elif name == "server":
+        with _timed(report, name, "pip wheel + pip download (host)"):
+            context = server_context(src, log_path)
+        with _timed(report, name, "docker build --network none"):
+            engine.build(
+                context,
+                ref,
+                build_args={"BASE_IMAGE": refs["base"], **server_build_args()},
                 labels=labels,
                 log_path=log_path,
             )

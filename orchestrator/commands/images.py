@@ -1,4 +1,4 @@
-"""``orchestrate images build [--only NAME] [--force]`` and ``orchestrate images list [--json]``."""
+"""``orchestrate images build [--only NAME] [--force]``, ``images list [--json]``, ``images ref NAME``, ``images prune``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from orchestrator.config import Settings
-from orchestrator.images import IMAGE_NAMES, BuildStep, ImageInfo, ensure_images, list_images, prune_images
+from orchestrator.images import (
+    IMAGE_NAMES,
+    BuildStep,
+    ImageInfo,
+    ensure_images,
+    image_ref,
+    list_images,
+    prune_images,
+)
 from orchestrator.log import configure_logging
 
 images_app = typer.Typer(
@@ -84,6 +92,12 @@ def prune() -> None:
         typer.echo(f"kept {ref} (in use by a container)")
     if not removed and not kept:
         typer.echo("nothing to prune")
+
+
+@images_app.command("ref")
+def ref(name: Annotated[str, typer.Argument(help=f"one of {', '.join(IMAGE_NAMES)}")]) -> None:
+    """Print the tag image NAME has for the current inputs (built or not), e.g. for compose.yaml."""
+    typer.echo(image_ref(Settings(), name))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import ConfigError, EnvironmentProblem, UsageError
 
-IMAGE_NAMES: tuple[str, ...] = ("base", "claude", "codex", "gemini", "modelserver", "proxy")
+IMAGE_NAMES: tuple[str, ...] = ("base", "claude", "codex", "gemini", "modelserver", "proxy", "server")
 AGENT_NAMES: tuple[str, ...] = ("claude", "codex", "gemini")
 RECIPE_VERSION = "1"
 HASH_LENGTH = 12
@@ -29,6 +30,10 @@ _REFERENCE_RE = re.compile(
     rf"{_REGISTRY}{_REPO_PART}(?:/{_REPO_PART})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
 )
 _SKIPPED_PARTS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache"})
+# What the server image's wheel is built from (the project itself), relative to the checkout.
+PROJECT_FILES: tuple[str, ...] = ("pyproject.toml", "README.md")
+PROJECT_PACKAGES: tuple[str, ...] = ("orchestrator", "api", "sandbox")
+INSTALLED_INPUTS = Path("share") / "meta-orchestrator"
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,17 @@ class ImageSources:
 
     @classmethod
     def checkout(cls) -> ImageSources:
-        """The checkout this module was loaded from."""
-        return cls(Path(__file__).resolve().parents[2])
+        """The checkout this module was loaded from.
+
+        An installed copy (the server image's venv) has no ``images/`` beside its package; the server
+        image ships the other images' inputs in ``<sys.prefix>/share/meta-orchestrator`` instead, so
+        the server computes the same tags as the checkout it was built from.
+        """
+        root = Path(__file__).resolve().parents[2]
+        installed = Path(sys.prefix) / INSTALLED_INPUTS
+        if not (root / "images").is_dir() and (installed / "images").is_dir():
+            return cls(installed)
+        return cls(root)
 
     @property
     def images_dir(self) -> Path:
@@ -152,6 +166,19 @@ def source_files(directory: Path) -> Iterator[tuple[str, Path]]:
             yield relative.as_posix(), path
 
 
+def project_files(sources: ImageSources) -> Iterator[tuple[str, Path]]:
+    """``(relative posix path, path)`` of the project files the server's wheel is built from, sorted.
+
+    Missing files are left out, as in ``source_files``: the wheel build then fails and names them.
+    """
+    for name in PROJECT_FILES:
+        if (sources.root / name).is_file():
+            yield name, sources.root / name
+    for package in PROJECT_PACKAGES:
+        for relative, path in source_files(sources.root / package):
+            yield f"{package}/{relative}", path
+
+
 def image_inputs(name: str, sources: ImageSources, base_image: str | None) -> list[tuple[str, bytes]]:
     """Every input of image ``name`` as ``(label, bytes)`` pairs, in a fixed order.
 
@@ -179,6 +206,15 @@ def image_inputs(name: str, sources: ImageSources, base_image: str | None) -> li
             (f"modelserver/{relative}", read_input(path))
             for relative, path in source_files(sources.modelserver_dir)
         )
+    elif name == "server":
+        # The server ships the other images' inputs to compute their tags, so their hashes are its inputs.
+        inputs.append(("requirements.txt", read_input(here / "requirements.txt")))
+        inputs.extend(
+            (f"image/{other}", image_hash(other, sources, base_image).encode())
+            for other in IMAGE_NAMES
+            if other not in ("base", "server")
+        )
+        inputs.extend((f"project/{relative}", read_input(path)) for relative, path in project_files(sources))
     else:  # proxy: its packages.toml (the Dockerfile is already in)
         inputs.extend(
             (f"{name}/{relative}", read_input(path))

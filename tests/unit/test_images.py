@@ -69,16 +69,17 @@ def test_the_tags_differ_per_image(settings: Settings, sources: ImageSources) ->
     assert len(IMAGE_NAMES) == len(set(hashes))
 
 
-# (file changed, images whose tag must move); every non-base image is built FROM the base.
+# (file changed, images whose tag must move); every non-base image is built FROM the base, and the
+# server ships every other image's inputs (tests/unit/test_server_image.py has its own inputs).
 INPUT_CHANGES = [
     ("images/base/recipe.toml", set(IMAGE_NAMES)),
-    ("images/claude/Dockerfile", {"claude"}),
-    ("images/claude/package-lock.json", {"claude"}),
-    ("images/claude/package.json", {"claude"}),
-    ("images/codex/package-lock.json", {"codex"}),
-    ("images/gemini/Dockerfile", {"gemini"}),
-    ("images/modelserver/Dockerfile", {"modelserver"}),
-    ("orchestrator/modelserver/__main__.py", {"modelserver"}),
+    ("images/claude/Dockerfile", {"claude", "server"}),
+    ("images/claude/package-lock.json", {"claude", "server"}),
+    ("images/claude/package.json", {"claude", "server"}),
+    ("images/codex/package-lock.json", {"codex", "server"}),
+    ("images/gemini/Dockerfile", {"gemini", "server"}),
+    ("images/modelserver/Dockerfile", {"modelserver", "server"}),
+    ("orchestrator/modelserver/__main__.py", {"modelserver", "server"}),
     # Without an override the base's Dockerfile is unused, so it is no input.
     ("images/base/Dockerfile", set()),
     ("images/README.md", set()),
@@ -135,8 +136,9 @@ def test_unknown_image_names_are_refused_with_the_valid_ones(settings: Settings,
     """A garbage image name is a UsageError that lists the valid names."""
     with pytest.raises(UsageError) as caught:
         image_ref(settings, name)
-    assert f"unknown image {name!r}: expected one of base, claude, codex, gemini, modelserver, proxy" == str(
-        caught.value
+    assert (
+        f"unknown image {name!r}: expected one of base, claude, codex, gemini, modelserver, proxy, server"
+        == str(caught.value)
     )
 
 
