@@ -196,6 +196,13 @@ class EgressDenied(Model):
     detail: str = ""
 
 
+class EgressOpened(Model):
+    """The session runs without the egress allowlist (``network=open``), as asked; recorded at its start."""
+
+    agents: list[AgentName] = Field(default_factory=list)
+    detail: str = ""
+
+
 class Error(Model):
     message: str
     detail: str = ""
@@ -232,6 +239,7 @@ PAYLOADS: dict[str, type[Model]] = {
     "merged": Merged,
     "merge_conflict": MergeConflict,
     "egress_denied": EgressDenied,
+    "egress_opened": EgressOpened,
     "error": Error,
 }
 TYPE_OF: dict[type[Model], str] = {cls: name for name, cls in PAYLOADS.items()}
@@ -242,7 +250,7 @@ EventType = Literal[
     "permission_denied", "rate_limited", "auth_failed", "api_error", "cli_retry", "cli_session",
     "agent_result", "usage", "recovery", "worker_exited", "task_finished", "review_requested",
     "review_received", "decision", "human_decision", "merged", "merge_conflict", "egress_denied", "error",
-    "cli_refused",
+    "cli_refused", "egress_opened",
 ]  # fmt: skip
 
 EventData = (
@@ -250,7 +258,7 @@ EventData = (
     | WorkerStarted | Output | Message | ToolCall | ToolResult | PermissionDenied | RateLimited | AuthFailed
     | ApiError | CliRetry | CliSession | AgentResult | Usage | Recovery | WorkerExited | TaskFinished
     | ReviewRequested | ReviewReceived | Decision | HumanDecision | Merged | MergeConflict | EgressDenied
-    | Error | CliRefused
+    | Error | CliRefused | EgressOpened
 )  # fmt: skip
 
 

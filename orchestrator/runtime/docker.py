@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -96,8 +96,13 @@ def _info(attrs: dict[str, Any]) -> ContainerInfo:
         image=(attrs.get("Config") or {}).get("Image", ""), labels=(attrs.get("Config") or {}).get("Labels") or {},
         status=status, exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
         oom_killed=bool(state.get("OOMKilled")), started_at=_time(state.get("StartedAt")),
-        finished_at=_time(state.get("FinishedAt")),
+        finished_at=_time(state.get("FinishedAt")), addresses=_addresses(attrs),
     )  # fmt: skip
+
+
+def _addresses(attrs: dict[str, Any]) -> dict[str, str]:
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    return {name: str(net["IPAddress"]) for name, net in networks.items() if (net or {}).get("IPAddress")}
 
 
 def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
@@ -450,11 +455,18 @@ class DockerRuntime:
                     raise
 
     async def ensure_network(
-        self, name: str, *, internal: bool = True, labels: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        internal: bool = True,
+        labels: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> str:
-        return await self._call(self._ensure_network, name, internal, dict(labels or {}))
+        return await self._call(self._ensure_network, name, internal, dict(labels or {}), dict(options or {}))
 
-    def _ensure_network(self, name: str, internal: bool, labels: dict[str, str]) -> str:
+    def _ensure_network(
+        self, name: str, internal: bool, labels: dict[str, str], options: dict[str, str]
+    ) -> str:
         networks = self.client().networks
         with _vendor_errors(f"create network {name!r}"):
             try:
@@ -462,7 +474,7 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 try:
                     found = networks.create(name, driver="bridge", internal=internal, labels=labels,
-                                            check_duplicate=True)  # fmt: skip
+                                            options=options or None, check_duplicate=True)  # fmt: skip
                 except docker.errors.APIError as err:
                     if err.status_code != 409:  # 409: made by someone else meanwhile
                         raise
@@ -473,6 +485,20 @@ class DockerRuntime:
                     f"remove it (docker network rm {name})"
                 )
             return str(found.id)
+
+    async def connect_network(self, container_id: str, network: str, *, aliases: Sequence[str] = ()) -> None:
+        await self._call(self._connect_network, container_id, network, list(aliases))
+
+    def _connect_network(self, container_id: str, network: str, aliases: list[str]) -> None:
+        action = f"connect container {container_id[:12]} to network {network!r}"
+        with _vendor_errors(action, container_id):
+            api = self.client().api
+            if network in _addresses(api.inspect_container(container_id)):
+                return
+            try:
+                api.connect_container_to_network(container_id, network, aliases=aliases or None)
+            except docker.errors.NotFound as err:
+                raise RuntimeFailure(f"{action}: {err.explanation}; create the network first") from err
 
     async def remove_network(self, name: str) -> None:
         await self._call(self._remove_network, name)

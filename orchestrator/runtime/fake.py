@@ -89,6 +89,7 @@ class FakeContainer:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     last_ns: int = 0
+    addresses: dict[str, str] = field(default_factory=dict)
 
     def notify(self) -> None:
         for waiter in self.waiters:
@@ -111,7 +112,7 @@ class FakeContainer:
             id=self.id, name=self.name, image=self.spec.image, labels=dict(self.spec.labels),
             status=self.status, exit_code=self.exit.exit_code if self.exit else None,
             oom_killed=bool(self.exit and self.exit.oom_killed), started_at=self.started_at,
-            finished_at=self.finished_at,
+            finished_at=self.finished_at, addresses=dict(self.addresses),
         )  # fmt: skip
 
 
@@ -131,7 +132,10 @@ class FakeRuntime:
         self.calls: list[tuple[str, ...]] = []
         self.containers: dict[str, FakeContainer] = {}
         self.networks: dict[str, tuple[bool, dict[str, str]]] = {"bridge": (False, {}), "none": (False, {})}
+        self.network_options: dict[str, dict[str, str]] = {}
+        self.aliases: dict[tuple[str, str], tuple[str, ...]] = {}
         self._ids = itertools.count(1)
+        self._hosts = itertools.count(2)
 
     # -- test helpers ------------------------------------------------------------------------
     @property
@@ -173,6 +177,8 @@ class FakeRuntime:
         now = datetime.now(UTC)
         container = FakeContainer(container_id, spec.name or f"fake-{number}", spec, process, now)
         self.containers[container_id] = container
+        if spec.network != "none":
+            container.addresses[spec.network] = self._address()
         container.status, container.started_at = "running", now
         container.resumed.set()
         container.task = asyncio.create_task(self._run(container), name=f"fake-{container.name}")
@@ -268,7 +274,12 @@ class FakeRuntime:
         container.notify()
 
     async def ensure_network(
-        self, name: str, *, internal: bool = True, labels: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        internal: bool = True,
+        labels: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> str:
         self._record("ensure_network", name, "internal" if internal else "open")
         found = self.networks.get(name)
@@ -278,7 +289,17 @@ class FakeRuntime:
             )
         if found is None:
             self.networks[name] = (internal, dict(labels or {}))
+            self.network_options[name] = dict(options or {})
         return f"net-{name}"
+
+    async def connect_network(self, container_id: str, network: str, *, aliases: Sequence[str] = ()) -> None:
+        self._record("connect_network", container_id, network)
+        container = self._get(container_id)
+        if network not in self.networks:
+            raise RuntimeFailure(f"network {network!r} not found; create it first")
+        if network not in container.addresses:
+            container.addresses[network] = self._address()
+            self.aliases[(container_id, network)] = tuple(aliases)
 
     async def remove_network(self, name: str) -> None:
         self._record("remove_network", name)
@@ -291,6 +312,10 @@ class FakeRuntime:
                 container.task.cancel()
 
     # -- internals ---------------------------------------------------------------------------
+    def _address(self) -> str:
+        number = next(self._hosts)
+        return f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}"
+
     def _record(self, method: str, *details: str) -> None:
         self.calls.append((method, *details))
         if not self.available:

@@ -15,13 +15,14 @@ Contract, in short:
   ``kill(id)`` sends SIGKILL. Both are no-ops on a container that has already stopped.
 - ``remove(id)`` removes a container, running or not; removing a missing container is a no-op.
 - ``find(labels)`` lists the containers (running or not) carrying all of ``labels``.
+- ``connect_network`` attaches a container to a second network (the egress proxy sits on two).
 - An unknown id raises ``ContainerNotFound``; an engine that does not answer ``DockerUnavailable``;
   a missing image ``ImageMissing``; any other refusal ``RuntimeFailure``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from orchestrator.runtime.spec import ContainerInfo, ContainerSpec, ExitInfo, LogLine
@@ -70,9 +71,20 @@ class Runtime(Protocol):
         """Remove the container (forcefully if running); a missing container is fine."""
 
     async def ensure_network(
-        self, name: str, *, internal: bool = True, labels: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        internal: bool = True,
+        labels: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
     ) -> str:
-        """Create the network if missing (idempotent); return its id."""
+        """Create the network if missing (idempotent); return its id.
+
+        ``options`` are driver options of a new network, e.g. ``com.docker.network.bridge.name``.
+        """
+
+    async def connect_network(self, container_id: str, network: str, *, aliases: Sequence[str] = ()) -> None:
+        """Attach a container to one more network, where ``aliases`` also resolve to it (idempotent)."""
 
     async def remove_network(self, name: str) -> None:
         """Remove the network; a missing network is fine."""

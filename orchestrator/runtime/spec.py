@@ -233,6 +233,7 @@ class ContainerInfo(Model):
     oom_killed: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    addresses: dict[str, str] = Field(default_factory=dict, description="network name -> IPv4 address")
 
     @property
     def running(self) -> bool:
