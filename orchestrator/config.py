@@ -78,6 +78,54 @@ class LimitSettings(BaseModel):
     home_size: str = Field(default="256m", description="size of the home tmpfs")
 
 
+class KubernetesSettings(BaseModel):
+    """Where workers run when ``runtime`` is ``kubernetes`` (``deploy/kubernetes/README.md``).
+
+    Kubernetes cannot enforce two of the Docker hardening options from a pod spec alone: the pids
+    limit (only the kubelet's node-wide ``podPidsLimit``) and network isolation (only a CNI that
+    enforces NetworkPolicy). Workers are refused until the operator declares both here.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(default="orchestrator", description="namespace of the worker pods")
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig file; unset = the pod's in-cluster service account"
+    )
+    context: str | None = Field(default=None, description="kubeconfig context (default: its current one)")
+    workspace_pvc: str = Field(
+        default="orchestrator-workspace", description="PVC holding the workspace; mounts become its subPaths"
+    )
+    workspace_root: Path | None = Field(
+        default=None, description="where this process sees that PVC (default: ORCH_WORKSPACE)"
+    )
+    service_account: str = Field(
+        default="orchestrator-worker",
+        description="service account of worker pods (its token is never mounted)",
+    )
+    node_pids_limit: int | None = Field(
+        default=None,
+        ge=16,
+        description="the kubelet podPidsLimit every node enforces; unset = workers refused",
+    )
+    network_policy_enforced: bool = Field(
+        default=False, description="the cluster's CNI enforces NetworkPolicy; false = workers refused"
+    )
+    cluster_domain: str = Field(
+        default="cluster.local", description="the cluster's DNS domain (pods find each other by name in it)"
+    )
+    runtime_class: str | None = Field(default=None, description="RuntimeClass of worker pods, e.g. gvisor")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="imagePullPolicy of worker pods"
+    )
+    split_log_streams: bool = Field(
+        default=False,
+        description="the API server splits stdout/stderr (feature gate PodLogsQuerySplitStreams)",
+    )
+    start_timeout_s: float = Field(default=300.0, gt=0, description="longest wait for a worker pod to run")
+    poll_interval_s: float = Field(default=0.5, gt=0, description="pause between pod status reads")
+
+
 class Settings(BaseSettings):
     """All settings of the orchestrator."""
 
@@ -112,6 +160,9 @@ class Settings(BaseSettings):
     )
     review: ReviewSettings = Field(
         default_factory=ReviewSettings, description="review knobs (ORCH_REVIEW__*)"
+    )
+    kubernetes: KubernetesSettings = Field(
+        default_factory=KubernetesSettings, description="the Kubernetes runtime (ORCH_KUBERNETES__*)"
     )
     claude: AgentSettings = Field(
         default_factory=lambda: _agent(["api.anthropic.com"]), description="Claude Code (ORCH_CLAUDE__*)"

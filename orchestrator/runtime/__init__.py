@@ -28,6 +28,7 @@ from orchestrator.runtime.spec import (
 )
 
 if TYPE_CHECKING:
+    from orchestrator.config import Settings
     from orchestrator.runtime.docker import DockerRuntime
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "Runtime",
     "TmpfsSpec",
     "classify_exit",
+    "make_runtime",
     "parse_size",
 ]
 
@@ -58,3 +60,16 @@ def __getattr__(name: str) -> Any:
 
         return DockerRuntime
     raise AttributeError(f"module 'orchestrator.runtime' has no attribute {name!r}")
+
+def make_runtime(settings: Settings) -> Runtime:
+    """The runtime ``settings.runtime`` names (``ORCH_RUNTIME``): ``docker`` (default) or ``kubernetes``.
+
+    Imported lazily: only the chosen runtime's vendor client is loaded.
+    """
+    if settings.runtime == "kubernetes":
+        from orchestrator.runtime.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime.from_settings(settings)
+    from orchestrator.runtime.docker import DockerRuntime
+
+    return DockerRuntime()
