@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from api.auth import TokenCheck, check_bind
 from api.errors import install_error_handlers
@@ -79,4 +81,24 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(sessions.router)
     app.include_router(stream.router)
+    if token is None:
+        _document_as_open(app)
     return app
+
+
+def _document_as_open(app: FastAPI) -> None:
+    """Without a token the API is open: its OpenAPI document must not claim a security scheme."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)  # fmt: skip
+            for item in doc.get("paths", {}).values():
+                for operation in item.values():
+                    operation.pop("security", None)
+                    operation.get("responses", {}).pop("401", None)
+            doc.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -15,8 +15,9 @@ from api.runner import SessionRunner
 from api.sse import StreamPolicy
 from orchestrator.config import Settings
 from orchestrator.errors import EnvironmentProblem
-from orchestrator.paths import SessionPaths
+from orchestrator.paths import SESSION_ID_RE, SessionPaths
 
+# The pattern is documented, and checked by ``SessionPaths`` (a 400 ``invalid_id``, not a 422).
 SESSION_ID_DOC = "the session id: 8-64 characters of [0-9A-Za-z_-] (anything else is a 400 invalid_id)"
 
 
@@ -52,7 +53,9 @@ def get_runner(runner: Annotated[SessionRunner | None, Depends(get_optional_runn
 
 def session_paths(
     settings: Annotated[Settings, Depends(get_settings)],
-    session_id: Annotated[str, Path(description=SESSION_ID_DOC)],
+    session_id: Annotated[
+        str, Path(description=SESSION_ID_DOC, json_schema_extra={"pattern": f"^{SESSION_ID_RE.pattern}$"})
+    ],
 ) -> SessionPaths:
     """The validated paths of the session in the URL (``InvalidIdentifier`` -> 400)."""
     return SessionPaths.of(settings.workspace, session_id)

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from orchestrator.errors import InvalidIdentifier, OrchestratorError
 from orchestrator.log import get_logger
@@ -66,16 +67,31 @@ def _bad_session_segment(path: str) -> InvalidIdentifier | None:
     return None
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route accepts at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        allowed = _allowed_methods(request)
+        headers = {"Allow": allowed}
+        message = f"{request.method} is not allowed here; allowed: {allowed}"
     if exc.status_code == 404 and message == "Not Found":
         bad = _bad_session_segment(request.url.path)
         if bad is not None:
             return error_json(bad.http_status, bad.code, bad.message)
         message = "no such route; the routes are listed in /openapi.json"
-    return error_json(exc.status_code, code, message, dict(exc.headers) if exc.headers else None)
+    return error_json(exc.status_code, code, message, headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -4,19 +4,17 @@ A summary is the fold of the session's log (snapshot + tail), cached per session
 log's size and mtime, so a list of many idle sessions costs one ``stat`` each. Every method here
 blocks on files: call it through ``asyncio.to_thread``.
 
-The cursor is opaque to clients: base64url of ``[created_at, id]`` of the last session of a page;
-a cursor that does not decode is a 400 ``bad_request``.
+The cursor is a position, not a handle: ``<created_at>~<id>`` of the last session of a page
+(keyset paging). Any string of that shape is a valid position, so paging never fails on a session
+that was deleted meanwhile; anything else is refused.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 import threading
 from datetime import datetime
 from pathlib import Path
-
-import orjson
 
 from api.schemas import SessionPage, SessionSummary
 from orchestrator.errors import SessionNotFound, UsageError
@@ -28,6 +26,8 @@ from orchestrator.store import EventReader
 log = get_logger(__name__)
 PROMPT_CUT = 200
 _EPOCH = "0000"  # sorts before every ISO timestamp: sessions without a start come last
+CURSOR_PATTERN = r"^[0-9A-Za-z:.+-]{1,40}~[0-9A-Za-z_-]{8,64}$"
+CURSOR_RE = re.compile(CURSOR_PATTERN)
 
 
 def cut(text: str, limit: int = PROMPT_CUT) -> str:
@@ -45,20 +45,16 @@ def summarize(session_id: str, state: SessionState) -> SessionSummary:
 
 
 def encode_cursor(summary: SessionSummary) -> str:
-    key = [_sort_stamp(summary), summary.id]
-    return base64.urlsafe_b64encode(orjson.dumps(key)).decode().rstrip("=")
+    return f"{_sort_stamp(summary)}~{summary.id}"
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
-    """``(stamp, id)`` of a cursor made by ``encode_cursor``; ``UsageError`` for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, session_id = orjson.loads(raw)
-        if isinstance(stamp, str) and isinstance(session_id, str) and len(stamp) < 64:
-            return stamp, session_id
-    except (binascii.Error, ValueError, TypeError):
-        pass
-    raise UsageError(f"cursor {cut(cursor, 40)!r} is not one this server gave; start again without ?cursor=")
+    """``(stamp, id)`` of a cursor; ``UsageError`` when it does not have the cursor's shape."""
+    if not CURSOR_RE.fullmatch(cursor):
+        raise UsageError(f"cursor {cut(cursor, 40)!r} is not a position <created_at>~<session id>; "
+                         "pass the next_cursor of a page, or start without ?cursor=")  # fmt: skip
+    stamp, _, session_id = cursor.partition("~")
+    return stamp, session_id
 
 
 def _sort_stamp(summary: SessionSummary) -> str:

@@ -38,23 +38,25 @@ class StartSession(BaseModel):
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT, description="what the agents should do")
     repo: str = Field(
-        min_length=1, max_length=4096, description="absolute path of the git repository on the server"
-    )
+        min_length=1, max_length=4096, pattern=r"^/[^\x00]*$",
+        description="absolute path of the git repository on the server",
+    )  # fmt: skip
     agents: list[AgentName] | None = Field(
-        default=None, min_length=1, max_length=3, description="agents the planner may use (default: all)"
-    )
+        default=None, min_length=1, max_length=3, description="agents the planner may use (default: all)",
+        json_schema_extra={"uniqueItems": True},
+    )  # fmt: skip
     max_parallel: int | None = Field(default=None, ge=1, le=64, description="tasks running at once")
     options: dict[str, Any] = Field(
         default_factory=dict, max_length=MAX_OPTIONS, description="run options, recorded in the session"
     )
 
-    @field_validator("repo")
+    @field_validator("repo", mode="before")
     @classmethod
-    def _absolute(cls, value: str) -> str:
-        if "\x00" in value:
+    def _absolute(cls, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
             raise ValueError("repo contains a NUL byte")
-        if not PurePosixPath(value).is_absolute():
-            raise ValueError(f"repo {value!r} is relative; give the absolute path on the server")
+        if isinstance(value, str) and not PurePosixPath(value).is_absolute():
+            raise ValueError(f"repo {value[:200]!r} is relative; give the absolute path on the server")
         return value
 
     @field_validator("agents")

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from api.auth import require_token
 from api.deps import IndexDep, PathsDep, RunnerDep
+from api.listing import CURSOR_PATTERN
 from api.runner import StartSession
 from api.schemas import (
     DecisionBody,
@@ -28,13 +29,18 @@ from api.schemas import (
 from orchestrator.errors import SessionFinished, SessionNotFound, StateConflict, StoreError
 from orchestrator.models import AgentEvent, EventType
 from orchestrator.models.state import FINISHED_SESSION, FINISHED_WORKER, SessionState, SessionStatus
-from orchestrator.paths import WORKER_RE, SessionPaths, validate_worker_name
+from orchestrator.paths import SessionPaths, validate_worker_name
 from orchestrator.store import EventReader
 
 router = APIRouter(prefix="/api/sessions", dependencies=[Depends(require_token)], tags=["sessions"])
 _READ = error_responses(400, 401, 404, 422)
 _CHANGE = error_responses(400, 401, 404, 409, 422, 503)
-WorkerPath = Annotated[str, Path(description="the worker name, e.g. codex-t2")]
+WORKER_PATTERN = r"^[0-9A-Za-z_-][0-9A-Za-z_.-]{0,79}$"  # validate_worker_name: no leading dot
+WorkerPath = Annotated[
+    str,
+    Path(description="the worker name, e.g. codex-t2 (an unsafe name is a 400 invalid_id)",
+         json_schema_extra={"pattern": WORKER_PATTERN}),
+]  # fmt: skip
 
 
 def model_response(model: BaseModel, status_code: int = 200) -> Response:
@@ -57,7 +63,9 @@ async def list_sessions(
     index: IndexDep,
     status: Annotated[SessionStatus | None, Query(description="only sessions with this status")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="sessions per page")] = 50,
-    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR_PATTERN, description="next_cursor of the last page")
+    ] = None,
 ) -> Response:
     """Sessions, newest first."""
     return model_response(await asyncio.to_thread(index.page, status, limit, cursor))
@@ -93,7 +101,7 @@ async def list_events(
     paths: PathsDep,
     after: Annotated[int, Query(ge=0, description="only events with a greater seq")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    worker: Annotated[str | None, Query(pattern=f"^{WORKER_RE.pattern}$", max_length=80)] = None,
+    worker: Annotated[str | None, Query(pattern=WORKER_PATTERN)] = None,
     event_type: Annotated[EventType | None, Query(alias="type")] = None,
 ) -> Response:
     """A page of the session's events, in order."""

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import WithJsonSchema
 
 from api.auth import require_stream_token
 from api.deps import IndexDep, OptionalRunnerDep, PathsDep, PolicyDep
@@ -21,6 +22,7 @@ from orchestrator.models.state import FINISHED_SESSION
 from orchestrator.store import EventReader
 
 router = APIRouter(prefix="/api/sessions", tags=["stream"])
+SEQ = WithJsonSchema({"type": "integer", "minimum": 0})  # optional, but never null on the wire
 
 
 class EventStreamDoc(Response):
@@ -49,8 +51,10 @@ async def stream(
     index: IndexDep,
     runner: OptionalRunnerDep,
     policy: PolicyDep,
-    after: Annotated[int | None, Query(ge=0, description="start after this seq")] = None,
-    last_event_id: Annotated[int | None, Header(ge=0, description="set by EventSource on reconnect")] = None,
+    after: Annotated[int | None, Query(ge=0, description="start after this seq"), SEQ] = None,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, description="set by EventSource on reconnect"), SEQ
+    ] = None,
 ) -> Response:
     """Follow the session live, from any position."""
     start = last_event_id if last_event_id is not None else (after or 0)

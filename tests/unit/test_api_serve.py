@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from api.app import create_app
 from orchestrator.config import Settings
@@ -42,13 +43,15 @@ def test_serve_refuses_a_public_bind_without_a_token(
 
 def test_openapi_describes_every_route_and_its_errors(settings: Settings) -> None:
     """Each API operation documents its error statuses with the error body; the stream its media type."""
-    doc = create_app(settings).openapi()
+    secured = settings.model_copy(update={"api_token": SecretStr("t" * 32)})
+    doc = create_app(secured).openapi()
     operations = {(path, method): op for path, item in doc["paths"].items() for method, op in item.items()}
     api_ops = {key: op for key, op in operations.items() if key[0].startswith("/api/sessions")}
     error_ref = "#/components/schemas/ErrorBody"
     for (path, method), op in api_ops.items():
         statuses = set(op["responses"])
         assert {"401", "422"} <= statuses, (path, method)
+        assert op["security"], (path, method)
         if "{session_id}" in path:
             assert {"400", "404"} <= statuses, (path, method)
         for status in statuses - {"200", "202", "204"}:
@@ -57,6 +60,14 @@ def test_openapi_describes_every_route_and_its_errors(settings: Settings) -> Non
     assert list(stream) == ["text/event-stream"]
     assert {"data", "event", "id", "retry"} == set(stream["text/event-stream"]["itemSchema"]["properties"])
     assert len(operations) == 12  # the 11 routes of API_SPEC.md, GET and POST /api/sessions
+
+
+def test_openapi_of_an_open_server_claims_no_auth(settings: Settings) -> None:
+    """On loopback without a token, the document names no security scheme and no 401."""
+    doc = create_app(settings).openapi()
+    operations = [op for item in doc["paths"].values() for op in item.values()]
+    assert [op for op in operations if "security" in op or "401" in op["responses"]] == []
+    assert "securitySchemes" not in doc["components"]
 
 
 def free_port() -> int:
@@ -72,7 +83,7 @@ async def test_served_process_follows_another_process_session_and_ends_streams_o
     """The real server streams a session written elsewhere (by polling) and, on SIGTERM, ends the
     stream with ``event: error`` / ``shutting_down`` and shuts down completely."""
     port = free_port()
-    env = {**os.environ, "ORCH_WORKSPACE": str(tmp_path), "ORCH_API_TOKEN": ""}
+    env = {**os.environ, "ORCH_WORKSPACE": str(tmp_path), "ORCH_API_TOKEN": "", "ORCH_LOG_LEVEL": "info"}
     env.pop("ORCH_API_TOKEN")
     paths = SessionPaths.of(tmp_path, "fromelsewhere")
     writer = EventWriter.open(paths)
