@@ -35,6 +35,7 @@ from orchestrator.models import (
     AgentName,
     DecisionAction,
     OrchestratorDecision,
+    RecoveryAction,
     SubTask,
     TaskBreakdown,
     utcnow,
@@ -46,7 +47,7 @@ from orchestrator.report import Report, build_report, render_markdown
 from orchestrator.review_engine import ReviewOrchestrator, ReviewPolicy
 from orchestrator.review_prompt import build_fix_prompt
 from orchestrator.reviews import ReviewRunner
-from orchestrator.runtime import Runtime
+from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
 from orchestrator.store import EventReader, EventWriter, atomic_write
 from orchestrator.supervisor import Job, Outcome, Supervisor
 
@@ -54,6 +55,13 @@ log = get_logger(__name__)
 OnPause = Literal["exit", "stop", "continue", "wait"]
 ALL_AGENTS: tuple[AgentName, ...] = (AgentName.CLAUDE, AgentName.CODEX, AgentName.GEMINI)
 RESULT_CHARS = 4000
+
+
+@dataclass
+class Interrupt:
+    """Set by a signal handler before it cancels the session's task: which signal it was."""
+
+    signal: str | None = None
 
 
 class _StopSession(Exception):
@@ -98,6 +106,7 @@ class Orchestrator:
     runtime: Runtime
     session_id: str = field(default_factory=new_session_id)
     launcher: Launcher | None = None
+    interrupt: Interrupt = field(default_factory=Interrupt)
     _writer: EventWriter | None = None
     _repo: SessionRepo | None = None
     _supervisor: Supervisor | None = None
@@ -149,12 +158,34 @@ class Orchestrator:
                 f"session {self.session_id} has finished ({state.status}); it cannot be resumed"
             )
         self._options = SessionOptions.from_dict(Path(state.repo), dict(state.options))
+        if state.status == "paused":
+            choice = self._decision_after_pause()
+            if choice is None:
+                self.writer.close()
+                raise SessionPausedExit(
+                    f"session {self.session_id} is paused ({state.pause_reason}); decide first: "
+                    f"orchestrate decide {self.session_id} continue|stop"
+                )
+            if choice.action == "stop":
+                return await self._drive(
+                    resumed=True, stop=f"stopped by {choice.by}: {choice.note or state.pause_reason}"
+                )
         self._repo = await asyncio.to_thread(
             SessionRepo.prepare, Path(state.repo), self.session_id, self.paths.root, True
         )
         self.writer.emit("orchestrator", ev.SessionResumed(by="resume"))
         await self.writer.commit()
         return await self._drive(resumed=True)
+
+    def _decision_after_pause(self) -> ev.HumanDecision | None:
+        """The person's decision recorded after the session's last pause, if any."""
+        found: ev.HumanDecision | None = None
+        for event in EventReader(self.paths).read():
+            if isinstance(event.data, ev.SessionPaused):
+                found = None
+            elif isinstance(event.data, ev.HumanDecision) and event.worker == "orchestrator":
+                found = event.data
+        return found
 
     def decide(self, action: str, note: str = "", by: str = "person") -> None:
         """A person's decision on the paused session (in-process callers: the API)."""
@@ -178,23 +209,37 @@ class Orchestrator:
 
     # -- the session -------------------------------------------------------------------------------
 
-    async def _drive(self, resumed: bool = False) -> Report:
+    async def _drive(self, resumed: bool = False, stop: str | None = None) -> Report:
         flusher = asyncio.ensure_future(self.writer.run_flusher(self.settings.flush_interval_s))
         try:
             self._setup()
+            if resumed:
+                self._remember_recoveries()
             try:
+                if stop is not None:
+                    raise _StopSession(stop)
                 plan = self.writer.state.plan if resumed and self.writer.state.plan else None
                 if plan is None:
                     plan = await self._decompose_task(self.writer.state.prompt)
                 await self._loop(plan)
                 await self._finish()
-            except _StopSession as stop:
-                await self._finish(stopped=str(stop))
+            except _StopSession as stopping:
+                await self._finish(stopped=str(stopping))
             except PlanInvalid as err:
                 self.writer.emit("orchestrator", ev.Error(message=str(err)))
                 await self._finish(failed=str(err))
             except SessionPausedExit:
                 await self.writer.commit()
+                raise
+            except asyncio.CancelledError:
+                how = self.interrupt.signal or "cancelled"
+                self.writer.emit("orchestrator", ev.SessionInterrupted(
+                    signal=how, detail=f"workers stopped; resume with: orchestrate resume {self.session_id}"
+                ))  # fmt: skip
+                raise
+            except OrchestratorError as err:  # the engine went away, a git or disk failure: resumable
+                self.writer.emit("orchestrator", ev.Error(message=err.message))
+                self.writer.emit("orchestrator", ev.SessionInterrupted(signal="error", detail=err.message))
                 raise
             return build_report(EventReader(self.paths).read())
         finally:
@@ -202,7 +247,7 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             if self._supervisor is not None:
-                await self._supervisor.stop_all(self.settings.grace_period_s)
+                await asyncio.shield(self._supervisor.stop_all(self.settings.grace_period_s))
             self.writer.close()
 
     def _setup(self) -> None:
@@ -225,6 +270,34 @@ class Orchestrator:
         self._reviews = ReviewRunner(
             self._supervisor, ReviewOrchestrator(review_policy), self.settings.review.timeout_s
         )
+
+    def _remember_recoveries(self) -> None:
+        """Give the supervisor the recovery actions already recorded (budgets survive a restart)."""
+        assert self._supervisor is not None
+        past: dict[str, list[RecoveryAction]] = {}
+        for event in EventReader(self.paths).read():
+            if isinstance(event.data, ev.Recovery):
+                past.setdefault(event.worker, []).append(event.data.action)
+        for worker, actions in past.items():
+            self._supervisor.remember(worker, actions)
+
+    async def _current_container(self, worker: str) -> str | None:
+        """The container of ``worker``'s current attempt, if it still exists; older ones are removed."""
+        state = self.writer.state.workers.get(worker)
+        if state is None or state.attempt == 0:
+            return None
+        found = await self.runtime.find({SESSION_LABEL: self.session_id, WORKER_LABEL: worker})
+        current = None
+        for info in found:
+            if info.labels.get(ATTEMPT_LABEL) == str(state.attempt) and state.status in (
+                "running",
+                "starting",
+            ):
+                current = info.id
+            else:
+                with contextlib.suppress(OrchestratorError):
+                    await self.runtime.remove(info.id)
+        return current
 
     async def _decompose_task(self, prompt: str) -> TaskBreakdown:
         """Ask the planner (Claude Code, repository read-only) for a TaskBreakdown; one retry."""
@@ -296,15 +369,24 @@ class Orchestrator:
         assert self._supervisor is not None and self._repo is not None
         worker = f"{task.agent.value}-{task.id}"
         owner = self.launcher.owner if self.launcher else None
+        state = self.writer.state.workers.get(worker)
+        started = bool(state and state.attempt)
         clone = await asyncio.to_thread(
-            self._repo.checkout_task, task.id, owner[0] if owner else None, owner[1] if owner else None
+            self._repo.checkout_task,
+            task.id,
+            owner[0] if owner else None,
+            owner[1] if owner else None,
+            started,
         )
         job = Job(worker=worker, agent=task.agent, prompt=self._task_prompt(task), workdir=clone, task_id=task.id,
                   writable=task.writes, timeout_s=self.settings.task_timeout_s)  # fmt: skip
-        state = self.writer.state.workers.get(worker)
-        resume_id = state.cli_session_id if state and state.attempt else None
-        outcome = await self._supervisor.run(job, resume_id=resume_id)
-        self._save_result(task, outcome)
+        if state is not None and state.status == "succeeded":  # finished before a restart of ours
+            outcome = Outcome(True, text=self._read_result(task.id), cli_session_id=state.cli_session_id)
+        else:
+            attach = await self._current_container(worker)
+            resume_id = state.cli_session_id if state and state.attempt and attach is None else None
+            outcome = await self._supervisor.run(job, resume_id=resume_id, attach=attach)
+            self._save_result(task, outcome)
         if outcome.stopped:
             self._finish_task(task, ev.TaskFinished(status="stopped", summary=outcome.error or "stopped"))
             return
@@ -327,7 +409,12 @@ class Orchestrator:
             if not stat.files:
                 self._finish_task(task, ev.TaskFinished(status="succeeded", summary="no changes"))
                 return
-            decision = None
+            decision, continued = self._prior_decision(task.id)
+            if decision is not None:  # decided before a restart of ours
+                if decision.action is DecisionAction.PAUSE and not continued:
+                    await self._pause(f"PAUSE after the review of {task.id}: {'; '.join(decision.reasons)}")
+                await self._merge(task, stat.files, stat.insertions, stat.deletions)
+                return
             reviewers = self._reviews.policy.reviewers_for(task.agent, self._options.agents)
             if self._options.review and self.settings.review.enabled and reviewers:
                 request = self._reviews.policy.create_review_request({
@@ -352,13 +439,26 @@ class Orchestrator:
                         )
                         return
                     continue
-                if not await self._act_on(decision, f"review of {task.id}"):
-                    self._finish_task(
-                        task, ev.TaskFinished(status="stopped", summary="not merged: a person stopped it")
-                    )
-                    return
+                await self._act_on(decision, f"review of {task.id}")
             await self._merge(task, stat.files, stat.insertions, stat.deletions)
             return
+
+    def _prior_decision(self, task_id: str) -> tuple[OrchestratorDecision | None, bool]:
+        """The last review decision recorded for ``task_id`` and whether a person continued after it."""
+        requests: set[str] = set()
+        decision: OrchestratorDecision | None = None
+        continued = False
+        for event in EventReader(self.paths).read():
+            data = event.data
+            if isinstance(data, ev.ReviewRequested) and data.request.task_id == task_id:
+                requests.add(data.request.id)
+            elif isinstance(data, ev.Decision) and data.decision.request_id in requests:
+                decision, continued = data.decision, False
+            elif isinstance(data, ev.HumanDecision) and decision is not None and data.action == "continue":
+                continued = True
+        if decision is not None and decision.action is DecisionAction.WARN and self._reviews is not None:
+            return None, False  # a WARN may still owe a fix round: review again
+        return decision, continued
 
     async def _merge(self, task: SubTask, files: list[str], plus: int, minus: int) -> None:
         assert self._repo is not None
@@ -370,9 +470,7 @@ class Orchestrator:
                 "orchestrator", ev.MergeConflict(task_id=task.id, files=result.conflicts), task.id
             )
             reason = f"merging {task.id} conflicts in {', '.join(result.conflicts)}; branch {branch} is kept"
-            if not await self._pause(reason):
-                self._finish_task(task, ev.TaskFinished(status="stopped", summary=reason))
-                return
+            await self._pause(reason)
             self._finish_task(task, ev.TaskFinished(status="succeeded", summary=f"not merged: {reason}",
                                                     files_changed=files, insertions=plus, deletions=minus,
                                                     branch=branch))  # fmt: skip
@@ -384,18 +482,17 @@ class Orchestrator:
                                                 files_changed=files, insertions=plus, deletions=minus, branch=branch))  # fmt: skip
         await asyncio.to_thread(repo.remove_checkout, task.id)
 
-    async def _act_on(self, decision: OrchestratorDecision, what: str) -> bool:
-        """True to go on (CONTINUE, WARN, or PAUSE then continue); STOP ends the session."""
+    async def _act_on(self, decision: OrchestratorDecision, what: str) -> None:
+        """CONTINUE and WARN go on, PAUSE waits for a person, STOP ends the session."""
         if decision.action is DecisionAction.STOP:
             assert self._supervisor is not None
             await self._supervisor.stop_all(self.settings.grace_period_s)
             raise _StopSession(f"STOP after the {what}: {'; '.join(decision.reasons)}")
         if decision.action is DecisionAction.PAUSE:
-            return await self._pause(f"PAUSE after the {what}: {'; '.join(decision.reasons)}")
-        return True
+            await self._pause(f"PAUSE after the {what}: {'; '.join(decision.reasons)}")
 
-    async def _pause(self, reason: str) -> bool:
-        """Wait for a person (or apply ``--on-pause``); True = continue, False = skip this work."""
+    async def _pause(self, reason: str) -> None:
+        """Wait for a person (or apply ``--on-pause``): returns on continue; a stop ends the session."""
         assert self._options is not None
         async with self._pause_lock:
             self.writer.emit(
@@ -414,7 +511,6 @@ class Orchestrator:
                 raise _StopSession(f"stopped by {choice.by}: {choice.note or reason}")
             self.writer.emit("orchestrator", ev.SessionResumed(by=choice.by))
             await self.writer.commit()
-            return True
 
     async def _wait_for_person(self) -> ev.HumanDecision:
         while True:

@@ -150,9 +150,19 @@ class SessionRepo:
     def tip(self) -> str:
         return git(self.repo, "rev-parse", f"refs/heads/{self.branch}").stdout.strip()
 
-    def checkout_task(self, task_id: str, uid: int | None = None, gid: int | None = None) -> Path:
-        """A fresh clone on the task's branch at the integration tip; owned by ``uid`` when given."""
+    def checkout_task(
+        self, task_id: str, uid: int | None = None, gid: int | None = None, reuse: bool = False
+    ) -> Path:
+        """A fresh clone on the task's branch at the integration tip; owned by ``uid`` when given.
+
+        ``reuse``: keep an existing clone on the task's branch (a resumed session: the agent's
+        uncommitted work is there).
+        """
         dest = self.worktrees / task_id
+        if reuse and (dest / ".git").is_dir():
+            head = git(dest, "rev-parse", "--abbrev-ref", "HEAD", check=False).stdout.strip()
+            if head == self.task_branch(task_id):
+                return dest
         if dest.exists():
             shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)

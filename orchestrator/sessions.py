@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from orchestrator.config import Settings
-from orchestrator.coordinator import Orchestrator, SessionOptions
+from orchestrator.coordinator import Interrupt, Orchestrator, SessionOptions
 from orchestrator.errors import CredentialsMissing
 from orchestrator.images import IMAGE_NAMES, image_refs
 from orchestrator.launch import Launcher
@@ -58,6 +58,7 @@ class SessionHost:
 
     settings: Settings
     runtime: Runtime
+    interrupt: Interrupt = field(default_factory=Interrupt)
 
     def images(self) -> dict[str, str]:
         return image_refs(
@@ -77,7 +78,9 @@ class SessionHost:
     def orchestrator(self, session_id: str, repo: Path, network: str) -> Orchestrator:
         paths = SessionPaths.of(self.settings.workspace, session_id)
         launcher = Launcher(self.settings, paths, repo.resolve(), self.images(), network)
-        return Orchestrator(self.settings, self.runtime, session_id=session_id, launcher=launcher)
+        return Orchestrator(
+            self.settings, self.runtime, session_id=session_id, launcher=launcher, interrupt=self.interrupt
+        )
 
     async def run(self, prompt: str, options: SessionOptions, session_id: str | None = None) -> Report:
         """A new session to the end (or to a pause with ``--on-pause exit``)."""

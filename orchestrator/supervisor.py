@@ -97,6 +97,7 @@ class _Run:
     exit_reason: ExitReason | None = None
     lines: int = 0
     command: CommandSpec | None = None
+    skip: int = 0  # lines already stored by an earlier orchestrator process (a resumed session)
 
 
 @dataclass
@@ -137,29 +138,48 @@ class Supervisor:
         self._stopped.update(self._containers)
         await asyncio.gather(*(self._stop(c, grace_s) for c in list(self._containers.values())))
 
-    async def run(self, job: Job, *, rung: int | None = None, resume_id: str | None = None) -> Outcome:
-        """Run ``job`` until it succeeds, gives up, or is stopped."""
+    async def run(
+        self, job: Job, *, rung: int | None = None, resume_id: str | None = None, attach: str | None = None
+    ) -> Outcome:
+        """Run ``job`` until it succeeds, gives up, or is stopped.
+
+        A resumed session passes ``attach``: the container of the worker's current attempt, still
+        running or exited while no orchestrator watched it; its lines are read on from the last
+        stored one. A recorded action whose container never started is carried out first.
+        """
         adapter = get_adapter(job.agent.value)
         rung = self.engine.start_rung(job.agent, is_writer=job.writable) if rung is None else rung
         state = self._state(job)
         attempt, memory = state.attempt + 1, None
-        prompt = CONTINUE_PROMPT if resume_id else job.prompt
         past = self._past.setdefault(job.worker, [])
+        pending = next((a for a in past if a.kind != "give_up" and a.attempt > state.attempt), None)
+        if attach is not None:
+            attempt, rung = state.attempt, state.rung
+        elif pending is not None:
+            attempt, memory = pending.attempt, pending.memory_bytes
+            rung = pending.rung if pending.rung is not None else max(rung, state.rung)
+            resume_id = state.cli_session_id if pending.kind != "restart" else None
+        prompt = CONTINUE_PROMPT if resume_id else job.prompt
         deadline = asyncio.get_running_loop().time() + (job.timeout_s or self.settings.task_timeout_s)
         while True:
             if job.worker in self._stopped:
                 return Outcome(False, attempts=attempt - 1, error="stopped by a person", stopped=True)
             command = self._command(adapter, job, prompt, rung, resume_id)
-            spec = self.build_spec(job, command, attempt, memory)
-            container = await self.runtime.start(spec)
-            self._containers[job.worker] = container
-            self._emit(job, ev.WorkerStarted(
-                agent=job.agent, image=spec.image, container_id=container, argv=list(spec.argv),
-                attempt=attempt, flags=command.flags, rung=rung,
-            ))  # fmt: skip
-            await self.writer.commit()
-            run = _Run(container, adapter.parser(), command=command)
+            spec: ContainerSpec | None = None
+            if attach is not None:
+                container, skip, attach = attach, state.output_lines, None
+                self._containers[job.worker] = container
+            else:
+                spec = self.build_spec(job, command, attempt, memory)
+                container, skip = await self._start(job, spec), 0
+            run = _Run(container, adapter.parser(), command=command, skip=skip)
             try:
+                if spec is not None:  # a new container (not one re-attached after a restart)
+                    self._emit(job, ev.WorkerStarted(
+                        agent=job.agent, image=spec.image, container_id=container, argv=list(spec.argv),
+                        attempt=attempt, flags=command.flags, rung=rung,
+                    ))  # fmt: skip
+                    await self.writer.commit()
                 await self._watch(job, run, past, memory, deadline)
                 exit_info = await self.runtime.wait(container)
             except asyncio.CancelledError:
@@ -231,6 +251,12 @@ class Supervisor:
 
     async def _read(self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None) -> None:
         async for line in self.runtime.stream(run.container_id):
+            if run.skip:
+                # stored before the orchestrator restarted: only rebuild the parser's context
+                run.skip -= 1
+                run.lines += 1
+                run.parser.parse_line(line.stream, line.text)
+                continue
             await self._line(job, run, line, past, memory)
 
     async def _line(
@@ -312,6 +338,18 @@ class Supervisor:
             ok=ok, text=result.text if result else "", structured=result.structured if result else None,
             cli_session_id=state.cli_session_id, attempts=attempt, error=error, stopped=job.worker in self._stopped,
         )  # fmt: skip
+
+    async def _start(self, job: Job, spec: ContainerSpec) -> str:
+        """Start a container; if cancelled meanwhile, the container is still stopped, never leaked."""
+        starting = asyncio.ensure_future(self.runtime.start(spec))
+        try:
+            container = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._stop(await starting, None))
+            raise
+        self._containers[job.worker] = container
+        return container
 
     async def _stop(self, container: str, grace_s: float | None) -> None:
         grace = self.settings.grace_period_s if grace_s is None else grace_s

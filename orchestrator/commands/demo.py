@@ -7,7 +7,6 @@ with the project. Images are built on first use, with progress.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
 from importlib.resources import files
@@ -16,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.commands.session import load_settings, print_report, with_live_view
+from orchestrator.commands.session import drive, load_settings, print_report
 from orchestrator.coordinator import SessionOptions
 from orchestrator.gitwork import git
 from orchestrator.images import ensure_images
@@ -66,12 +65,12 @@ def register(app: typer.Typer) -> None:
 
         async def work() -> Report:
             async with host.model_server(session_id, scenario or scenario_file()) as demo_settings:
-                local = type(host)(demo_settings, host.runtime)
+                local = type(host)(demo_settings, host.runtime, host.interrupt)
                 options = SessionOptions(repo=repo, on_pause="continue")
                 report: Report = await local.run(DEMO_PROMPT, options, session_id)
                 return report
 
         paths = SessionPaths.of(settings.workspace, session_id)
-        report = asyncio.run(with_live_view(paths, work, as_json))
+        report = drive(host, paths, work, as_json)
         print_report(report, as_json)
         raise typer.Exit(report.exit_code)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -79,6 +81,54 @@ async def with_live_view(paths: SessionPaths, work: Callable[[], Awaitable[Repor
                 await watcher
 
 
+EXIT_ON_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def drive(host: Any, paths: SessionPaths, work: Callable[[], Awaitable[Report]], quiet: bool) -> Report:
+    """Run a session's coroutine under signal handling (FLOW.md exit codes 130/143).
+
+    First SIGINT/SIGTERM: say so, record ``session_interrupted``, stop every worker within the grace
+    period, flush the log, exit 130/143 — resumable. A second SIGINT: exit at once, leaving the
+    containers running for ``orchestrate resume`` to re-attach.
+    """
+
+    async def main() -> Report:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            if host.interrupt.signal is None:
+                host.interrupt.signal = sig.name
+                sys.stderr.write(
+                    f"\n{sig.name}: stopping the workers of session {paths.session_id} "
+                    f"(grace {host.settings.grace_period_s:g} s); resume with: orchestrate resume {paths.session_id}\n"
+                )
+                task.cancel()
+                return
+            sys.stderr.write(
+                f"\nsecond {sig.name}: exiting now; the workers' containers keep running "
+                f"(docker ps --filter label=orchestrator.session={paths.session_id}); "
+                f"`orchestrate resume {paths.session_id}` re-attaches them\n"
+            )
+            os._exit(EXIT_ON_SIGNAL.get(sig.name, 130))
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await with_live_view(paths, work, quiet)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if host.interrupt.signal is None:
+            raise
+        raise typer.Exit(EXIT_ON_SIGNAL.get(host.interrupt.signal, 130)) from None
+
+
 def host_for(settings: Settings) -> Any:
     """The session host on the configured runtime (Docker by default)."""
     from orchestrator.runtime import DockerRuntime
@@ -117,7 +167,7 @@ def register(app: typer.Typer) -> None:
         session_id = new_session_id()
         paths = SessionPaths.of(settings.workspace, session_id)
         host = host_for(settings)
-        report = asyncio.run(with_live_view(paths, lambda: host.run(prompt, options, session_id), as_json))
+        report = drive(host, paths, lambda: host.run(prompt, options, session_id), as_json)
         print_report(report, as_json)
         raise typer.Exit(report.exit_code)
 
@@ -131,9 +181,7 @@ def register(app: typer.Typer) -> None:
         paths = SessionPaths.of(settings.workspace, session_id)
         state = EventReader(paths).state()
         host = host_for(settings)
-        report = asyncio.run(
-            with_live_view(paths, lambda: host.resume(session_id, Path(state.repo)), as_json)
-        )
+        report = drive(host, paths, lambda: host.resume(session_id, Path(state.repo)), as_json)
         print_report(report, as_json)
         raise typer.Exit(report.exit_code)
 

@@ -41,6 +41,7 @@ class AgentState(MutableModel):
     exit_reason: str | None = None
     last_output_at: UtcDatetime | None = None
     last_output_seq: int = 0
+    output_lines: int = Field(default=0, description="output lines stored for the current attempt")
     events: int = 0
     error: str | None = None
     cli_session_id: str | None = None
@@ -101,9 +102,12 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
     state.last_seq = event.seq
     data = event.data
     match data:
+        case ev.Output():
+            worker = _worker(state, event)
+            _touch(worker, event)
+            worker.output_lines += 1
         case (
-            ev.Output()
-            | ev.Message()
+            ev.Message()
             | ev.ToolCall()
             | ev.ToolResult()
             | ev.PermissionDenied()
@@ -134,6 +138,7 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
             worker.status = "running"
             worker.started_at = worker.started_at or event.ts
             worker.finished_at = None
+            worker.output_lines = 0
             if event.task_id:
                 state.tasks[event.task_id] = "running"
         case ev.CliSession():
