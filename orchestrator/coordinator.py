@@ -78,6 +78,7 @@ class SessionOptions:
     allow_dirty: bool = False
     on_pause: OnPause = "exit"
     review: bool = True
+    model_server: str | None = None  # a scripted model server's scenario (credential-free runs)
 
     @classmethod
     def from_dict(cls, repo: Path, raw: dict[str, Any]) -> SessionOptions:
@@ -91,11 +92,13 @@ class SessionOptions:
             allow_dirty=True,
             on_pause=on_pause if on_pause in ("exit", "stop", "continue", "wait") else "exit",
             review=bool(raw.get("review", True)),
+            model_server=raw.get("model_server") if isinstance(raw.get("model_server"), str) else None,
         )
 
     def as_dict(self) -> dict[str, object]:
         return {"agents": [a.value for a in self.agents], "max_parallel": self.max_parallel,
-                "allow_dirty": self.allow_dirty, "on_pause": self.on_pause, "review": self.review}  # fmt: skip
+                "allow_dirty": self.allow_dirty, "on_pause": self.on_pause, "review": self.review,
+                "model_server": self.model_server}  # fmt: skip
 
 
 @dataclass

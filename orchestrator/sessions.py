@@ -26,7 +26,8 @@ from orchestrator.models import AgentName
 from orchestrator.paths import SessionPaths, new_session_id
 from orchestrator.report import Report
 from orchestrator.runtime import Runtime
-from orchestrator.runtime.protocol import MANAGED_LABEL, SESSION_LABEL
+from orchestrator.runtime.protocol import MANAGED_LABEL, SESSION_LABEL, WORKER_LABEL
+from orchestrator.store import EventReader
 from sandbox.mounts import MountRequest, SandboxRoots
 from sandbox.safety import WorkerRequest, build_spec, container_user
 
@@ -91,7 +92,14 @@ class SessionHost:
         return await orchestrator.run(prompt, options)
 
     async def resume(self, session_id: str, repo: Path) -> Report:
+        """Continue a session; a credential-free one gets its scripted model server back first."""
         network = await self.prepare_network(session_id)
+        state = EventReader(SessionPaths.of(self.settings.workspace, session_id)).state()
+        scenario = state.options.get("model_server")
+        if isinstance(scenario, str) and Path(scenario).is_file():
+            async with self.model_server(session_id, Path(scenario)) as scripted:
+                local = SessionHost(scripted, self.runtime, self.interrupt)
+                return await local.orchestrator(session_id, repo, network).resume()
         return await self.orchestrator(session_id, repo, network).resume()
 
     @contextlib.asynccontextmanager
@@ -101,7 +109,10 @@ class SessionHost:
         paths = SessionPaths.of(self.settings.workspace, session_id)
         paths.root.mkdir(parents=True, exist_ok=True)
         local = paths.root / "scenario.toml"
-        await asyncio.to_thread(shutil.copyfile, scenario, local)
+        if scenario.resolve() != local.resolve():
+            await asyncio.to_thread(shutil.copyfile, scenario, local)
+        for old in await self.runtime.find({SESSION_LABEL: session_id, WORKER_LABEL: "modelserver"}):
+            await self.runtime.remove(old.id)  # left by a process that was killed
         worker = "modelserver"
         request = WorkerRequest(
             image=self.images()["modelserver"],

@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
         async def work() -> Report:
             async with host.model_server(session_id, scenario or scenario_file()) as demo_settings:
                 local = type(host)(demo_settings, host.runtime, host.interrupt)
-                options = SessionOptions(repo=repo, on_pause="continue")
+                recorded = str(settings.workspace / session_id / "scenario.toml")
+                options = SessionOptions(repo=repo, on_pause="continue", model_server=recorded)
                 report: Report = await local.run(DEMO_PROMPT, options, session_id)
                 return report
 

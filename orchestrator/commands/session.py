@@ -131,10 +131,10 @@ def drive(host: Any, paths: SessionPaths, work: Callable[[], Awaitable[Report]],
 
 def host_for(settings: Settings) -> Any:
     """The session host on the configured runtime (Docker by default)."""
-    from orchestrator.runtime import DockerRuntime
+    from orchestrator.runtime import make_runtime
     from orchestrator.sessions import SessionHost
 
-    return SessionHost(settings, DockerRuntime())
+    return SessionHost(settings, make_runtime(settings))
 
 
 def register(app: typer.Typer) -> None:
