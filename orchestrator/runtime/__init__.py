@@ -61,6 +61,7 @@ def __getattr__(name: str) -> Any:
         return DockerRuntime
     raise AttributeError(f"module 'orchestrator.runtime' has no attribute {name!r}")
 
+
 def make_runtime(settings: Settings) -> Runtime:
     """The runtime ``settings.runtime`` names (``ORCH_RUNTIME``): ``docker`` (default) or ``kubernetes``.
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import secrets
 import time
@@ -52,12 +51,12 @@ from orchestrator.log import get_logger
 from orchestrator.runtime import k8s_manifests as manifests
 from orchestrator.runtime.k8s_api import api_message, load_client, to_dict, vendor_errors
 from orchestrator.runtime.k8s_logs import follow, follow_both
+from orchestrator.runtime.k8s_networks import MERGE_PATCH, PodNetworks
 from orchestrator.runtime.k8s_status import PodView, pod_view
 from orchestrator.runtime.spec import ContainerInfo, ContainerSpec, ExitInfo, LogLine, Request, classify_exit
 
 log = get_logger(__name__)
 _GONE_TIMEOUT_S = 120.0  # longest wait, after the grace period, for a deleted pod to disappear
-_MERGE_PATCH = "application/merge-patch+json"  # RFC 7386: what the patches here mean, stated explicitly
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +85,7 @@ class KubernetesRuntime:
         self._requested: dict[str, Request] = {}
         self._ended: dict[str, _Ended] = {}
         self._ending: dict[str, asyncio.Event] = {}
-        self._default_deny = False
+        self.networks = PodNetworks(config, self._client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesRuntime:
@@ -113,9 +112,6 @@ class KubernetesRuntime:
     async def _core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(await self._client())
 
-    async def _networking(self) -> k8s.NetworkingV1Api:
-        return k8s.NetworkingV1Api(await self._client())
-
     async def _read(self, pod: str) -> PodView:
         core = await self._core()
         with vendor_errors(f"read pod {pod}"):
@@ -137,7 +133,8 @@ class KubernetesRuntime:
         refused = manifests.refusals(spec, self.config)
         if refused:
             raise ConfigError(f"refused to start {name} on Kubernetes: " + "; ".join(refused))
-        await self._ensure_default_deny()
+        await self.networks.check(spec.network)
+        await self.networks.ensure_default_deny()
         core = await self._core()
         if spec.secrets:
             await self._create_secret(core, spec, name)
@@ -147,7 +144,7 @@ class KubernetesRuntime:
                 with vendor_errors(f"make pod {name} the owner of its secret"):
                     patch = manifests.owner_patch(name, uid)
                     await core.patch_namespaced_secret(
-                        manifests.secret_name(name), self.namespace, patch, _content_type=_MERGE_PATCH
+                        manifests.secret_name(name), self.namespace, patch, _content_type=MERGE_PATCH
                     )
             await self._until_running(name, spec.image)
         except BaseException:
@@ -215,19 +212,6 @@ class KubernetesRuntime:
                     f"({view.pending_detail()}); raise ORCH_KUBERNETES__START_TIMEOUT_S or free capacity"
                 )
             await asyncio.sleep(self.config.poll_interval_s)
-
-    async def _ensure_default_deny(self) -> None:
-        if self._default_deny:
-            return
-        networking = await self._networking()
-        policy = k8s.V1NetworkPolicy.model_validate(manifests.default_deny_policy(self.config))
-        with vendor_errors(f"create NetworkPolicy {manifests.DEFAULT_DENY}"):
-            try:
-                await networking.create_namespaced_network_policy(self.namespace, policy)
-            except k8s.ApiException as err:
-                if err.status != 409:
-                    raise
-        self._default_deny = True
 
     async def find(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         core = await self._core()
@@ -399,43 +383,12 @@ class KubernetesRuntime:
         labels: Mapping[str, str] | None = None,
         options: Mapping[str, str] | None = None,
     ) -> str:
-        """A NetworkPolicy and a headless Service stand for the network (``k8s_manifests``).
+        """A NetworkPolicy and a headless Service stand for the network (``k8s_networks``).
 
         ``options`` are Docker bridge driver options (the bridge's name, for a host firewall rule):
         a pod network has no bridge of its own, and the NetworkPolicy does that rule's job.
         """
-        await self._ensure_service(name)
-        networking = await self._networking()
-        body = manifests.network_policy(name, internal=internal, labels=labels or {}, config=self.config)
-        policy = manifests.policy_name(name)
-        with vendor_errors(f"create NetworkPolicy {policy} for network {name!r}"):
-            try:
-                await networking.create_namespaced_network_policy(
-                    self.namespace, k8s.V1NetworkPolicy.model_validate(body)
-                )
-                return policy
-            except k8s.ApiException as err:
-                if err.status != 409:
-                    raise
-            found = await networking.read_namespaced_network_policy(policy, self.namespace)
-        annotations = to_dict(networking.api_client, found).get("metadata", {}).get("annotations") or {}
-        existing = annotations.get(manifests.INTERNAL_ANNOTATION)
-        if existing != json.dumps(internal):
-            raise RuntimeFailure(
-                f"network {name!r} exists as NetworkPolicy {policy} with internal={existing}, wanted "
-                f"internal={json.dumps(internal)}; remove it (kubectl delete networkpolicy {policy} -n {self.namespace})"
-            )
-        return policy
-
-    async def _ensure_service(self, network: str) -> None:
-        core = await self._core()
-        body = k8s.V1Service.model_validate(manifests.service_manifest(network, config=self.config))
-        with vendor_errors(f"create the Service of network {network!r}"):
-            try:
-                await core.create_namespaced_service(self.namespace, body)
-            except k8s.ApiException as err:
-                if err.status != 409:
-                    raise
+        return await self.networks.ensure(name, internal=internal, labels=labels or {})
 
     async def connect_network(self, container_id: str, network: str, *, aliases: Sequence[str] = ()) -> None:
         """Put the pod on ``network`` too (its NetworkPolicy now applies to the pod); idempotent.
@@ -453,20 +406,10 @@ class KubernetesRuntime:
                 f"pod {container_id} was stopped and deleted: cannot connect it to {network!r}"
             )
         view = await self._read(container_id)
-        if network in view.networks:
-            return
-        core = await self._core()
-        with vendor_errors(f"connect pod {container_id} to network {network!r}"):
-            patch = manifests.join_patch([*view.networks, network])
-            await core.patch_namespaced_pod(container_id, self.namespace, patch, _content_type=_MERGE_PATCH)
+        await self.networks.join(container_id, view.networks, network)
 
     async def remove_network(self, name: str) -> None:
-        networking, core = await self._networking(), await self._core()
-        policy = manifests.policy_name(name)
-        with contextlib.suppress(ContainerNotFound), vendor_errors(f"delete NetworkPolicy {policy}"):
-            await networking.delete_namespaced_network_policy(policy, self.namespace)
-        with contextlib.suppress(ContainerNotFound), vendor_errors(f"delete Service {policy}"):
-            await core.delete_namespaced_service(policy, self.namespace)
+        await self.networks.remove(name)
 
     async def close(self) -> None:
         async with self._lock:
