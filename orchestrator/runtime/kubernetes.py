@@ -49,7 +49,7 @@ from orchestrator.errors import (
 )
 from orchestrator.log import get_logger
 from orchestrator.runtime import k8s_manifests as manifests
-from orchestrator.runtime.k8s_api import api_message, load_client, to_dict, vendor_errors
+from orchestrator.runtime.k8s_api import load_client, to_dict, vendor_errors
 from orchestrator.runtime.k8s_logs import follow, follow_both
 from orchestrator.runtime.k8s_networks import MERGE_PATCH, PodNetworks
 from orchestrator.runtime.k8s_status import PodView, pod_view
@@ -164,11 +164,6 @@ class KubernetesRuntime:
                     raise RuntimeFailure(
                         f"pod name {name!r} is already in use in namespace {self.namespace!r}; remove that "
                         "container first"
-                    ) from err
-                if err.status == 404:
-                    raise ConfigError(
-                        f"namespace {self.namespace!r} does not exist ({api_message(err)}); apply "
-                        "deploy/kubernetes or set ORCH_KUBERNETES__NAMESPACE"
                     ) from err
                 raise
         return pod_view(to_dict(core.api_client, created)).metadata.uid

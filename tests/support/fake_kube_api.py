@@ -56,10 +56,12 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def status(code: int, reason: str, message: str) -> web.Response:
+def status(code: int, reason: str, message: str, details: dict[str, str] | None = None) -> web.Response:
     """An API server error body."""
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
-            "reason": reason, "code": code}  # fmt: skip
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": message, "reason": reason, "code": code}  # fmt: skip
+    if details is not None:
+        body["details"] = details
     return web.json_response(body, status=code)
 
 
@@ -227,7 +229,12 @@ class FakeKubeApi:
             return status(401, "Unauthorized", "Unauthorized")
         namespace = request.match_info.get("ns")
         if namespace is not None and namespace not in self.namespaces:
-            return status(404, "NotFound", f'namespaces "{namespace}" not found')
+            return status(
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
         result: web.StreamResponse = await handler(request)
         return result
 

@@ -35,6 +35,11 @@ def valid_name(name: str, *, label: bool = False) -> bool:
     return len(name) <= 253 and bool(_DNS_SUBDOMAIN.fullmatch(name))
 
 
+def valid_label_value(value: str) -> bool:
+    """At most 63 characters, alphanumeric at both ends, ``-_.`` inside (or empty)."""
+    return bool(_LABEL_VALUE.fullmatch(value))
+
+
 def valid_key(key: str) -> bool:
     """A label or annotation key: ``[prefix/]name``."""
     prefix, _, name = key.rpartition("/")
