@@ -192,6 +192,8 @@ class Supervisor:
             self._emit(job, ev.WorkerExited(exit_code=exit_info.exit_code, reason=reason))
             if run.action is None:
                 run.action = await self._conclude(job, run, exit_info, reason, past, memory)
+            else:
+                self._transcript(job, run)  # decided already: its session-log lines must not count again
             await self.writer.commit()
             with contextlib.suppress(ContainerNotFound):
                 await self.runtime.remove(container)

@@ -204,6 +204,10 @@ class CodexParser:
     def _text(self, stream: Stream, raw: str) -> list[EventData]:
         line = plain(raw)
         low = line.lower()
+        if low.startswith("failed to write file"):
+            # the last line of a multi-line router error: apply_patch on rung 1, whose sandbox
+            # cannot start inside Docker ("error=Exit code: 1", "Output:", this line)
+            return self._denied(stream, PATCH, line)
         if "codex_core::" in line and " error" in low:  # a tool refused by the router
             for marker, tool in _REFUSED_TOOL:
                 if marker in low:

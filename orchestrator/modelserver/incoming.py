@@ -2,8 +2,18 @@
 
 ``Incoming.of(family, model, body)`` pulls out the user-authored text (the ``prompt`` matcher), the
 system prompt (the ``system`` matcher), the agent's working directory (to make Claude's file paths
-absolute), the tool names (and kinds) the CLI declared, the last tool result (recorded, never interpreted) and
-whether the request is a Gemini side request (router/next-speaker classifier).
+absolute), the tool names (and kinds) the CLI declared, the tool result the request ends with (recorded
+as seen), whether the conversation's latest tool result reports a failure (``tool_error``, read by
+``retry_failed`` turns) and whether the request is a Gemini side request (router/next-speaker classifier).
+
+What counts as a failed tool result, per family (the recorded transcripts show each form):
+
+- Anthropic: the ``tool_result`` block has ``"is_error": true`` (a denial, a refused command).
+- OpenAI (Codex): the ``*_call_output`` text states a non-zero exit code (``Process exited with code
+  1``, ``Exit code: 1``) or, stating none, says the call was rejected, denied, blocked or failed
+  (``patch rejected: writing is blocked by read-only sandbox``).
+- Gemini: the ``functionResponse.response`` has an ``error`` key (a tool not offered, a policy
+  denial) or its output states a non-zero ``Exit Code``.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ _CWD_PATTERNS = (
     re.compile(r"Workspace Directories:\*\*\s*\n\s*- (\S+)"),  # Gemini session_context
 )
 _RESULT_LIMIT = 500
+_EXIT_CODE = re.compile(r"(?:exited with code|exit code:?)\s*(-?\d+)", re.IGNORECASE)
+_FAILURE_WORDS = re.compile(r"\b(?:reject(?:ed)?|denied|blocked|failed)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class Incoming:
     cwd: str | None = None
     tools: Mapping[str, str] = field(default_factory=dict)
     tool_result: str | None = None
+    tool_error: bool | None = None
     side: bool = False
 
     @property
@@ -45,7 +58,7 @@ class Incoming:
     def of(cls, family: Family, model: str, body: dict[str, Any], stream: bool | None = None) -> Incoming:
         """Read ``body`` of ``family``; ``stream`` overrides the body's flag (Gemini has it in the path)."""
         reader = {"anthropic": _anthropic, "openai": _openai, "gemini": _gemini}[family]
-        user, system, tools, result, side = reader(body)
+        user, system, tools, result, failed, side = reader(body)
         cwd = _find_cwd(system + "\n" + user)
         streaming = bool(body.get("stream", False)) if stream is None else stream
         return cls(
@@ -57,11 +70,21 @@ class Incoming:
             cwd=cwd,
             tools=tools,
             tool_result=result[:_RESULT_LIMIT] if result is not None else None,
+            tool_error=failed,
             side=side,
         )
 
 
-Parts = tuple[str, str, dict[str, str], str | None, bool]
+# user text, system text, declared tools, the closing tool result, latest result failed?, side request
+Parts = tuple[str, str, dict[str, str], str | None, bool | None, bool]
+
+
+def output_failed(text: str) -> bool:
+    """Whether a tool output text reports a failure: a stated exit code decides, else the words."""
+    code = _EXIT_CODE.search(text)
+    if code is not None:
+        return int(code.group(1)) != 0
+    return _FAILURE_WORDS.search(text) is not None
 
 
 def _texts(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> list[str]:
@@ -103,7 +126,15 @@ def _anthropic(body: dict[str, Any]) -> Parts:
         results = [b for b in _dicts(messages[-1].get("content")) if b.get("type") == "tool_result"]
         if results:
             result = _flatten(results[-1].get("content"))
-    return "\n".join(user), "\n".join(system), tools, result, False
+    latest = [
+        block
+        for message in messages
+        if message.get("role") == "user"
+        for block in _dicts(message.get("content"))
+        if block.get("type") == "tool_result"
+    ]
+    failed = bool(latest[-1].get("is_error")) if latest else None
+    return "\n".join(user), "\n".join(system), tools, result, failed, False
 
 
 def _openai(body: dict[str, Any]) -> Parts:
@@ -127,7 +158,9 @@ def _openai(body: dict[str, Any]) -> Parts:
     listed = _dicts(items)
     if listed and str(listed[-1].get("type", "")).endswith("_output"):
         result = _flatten(listed[-1].get("output"))
-    return "\n".join(user), "\n".join(system), tools, result, False
+    outputs = [item for item in listed if str(item.get("type", "")).endswith("_output")]
+    failed = output_failed(_flatten(outputs[-1].get("output"))) if outputs else None
+    return "\n".join(user), "\n".join(system), tools, result, failed, False
 
 
 def _gemini(body: dict[str, Any]) -> Parts:
@@ -150,13 +183,27 @@ def _gemini(body: dict[str, Any]) -> Parts:
         ]
         if responses and isinstance(responses[-1], dict):
             result = _flatten_gemini(responses[-1].get("response"))
+    latest = [
+        part["functionResponse"]
+        for content in contents
+        for part in _dicts(content.get("parts"))
+        if isinstance(part.get("functionResponse"), dict)
+    ]
+    failed = _gemini_failed(latest[-1].get("response")) if latest else None
     config = body.get("generationConfig")
     side = isinstance(config, dict) and (
         config.get("responseMimeType") == "application/json"
         or "responseJsonSchema" in config
         or "responseSchema" in config
     )
-    return "\n".join(user), "\n".join(system), tools, result, side
+    return "\n".join(user), "\n".join(system), tools, result, failed, side
+
+
+def _gemini_failed(response: Any) -> bool:
+    if isinstance(response, dict) and "error" in response:
+        return True
+    code = _EXIT_CODE.search(_flatten_gemini(response))
+    return code is not None and int(code.group(1)) != 0
 
 
 def _flatten_gemini(response: Any) -> str:

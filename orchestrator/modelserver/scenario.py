@@ -81,7 +81,12 @@ class Usage:
 
 @dataclass(frozen=True)
 class Turn:
-    """One scripted answer. ``hang``/``error`` replace the answer; the rest build one message."""
+    """One scripted answer. ``hang``/``error`` replace the answer; the rest build one message.
+
+    ``retry_failed`` (tool-call turns only): while the CLI reports that this turn's tool call
+    failed, the script serves this turn again instead of its next one, at most that many times,
+    each time after ``retry_delay`` seconds.
+    """
 
     number: int
     text: str | None = None
@@ -96,6 +101,8 @@ class Turn:
     chunks: int | None = None
     usage: Usage = field(default_factory=Usage)
     capture: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    retry_failed: int = 0
+    retry_delay: float = 0.0
 
     @property
     def kind(self) -> str:

@@ -47,6 +47,8 @@ _TURN_KEYS = (
     "chunks",
     "usage",
     "capture",
+    "retry_failed",
+    "retry_delay",
 )
 
 
@@ -152,6 +154,11 @@ class _Parser:
         cut_after = self.integer(table, "cut_after", where, minimum=0)
         if cut_after is not None and cut is None:
             raise self.fail(where, "'cut_after' needs 'cut' (\"abort\" or \"eof\")")
+        retry_failed = self.integer(table, "retry_failed", where, minimum=0) or 0
+        if retry_failed and tool is None:
+            raise self.fail(where, "'retry_failed' re-issues a tool call: add write, shell or tool")
+        if "retry_delay" in table and not retry_failed:
+            raise self.fail(where, "'retry_delay' is the wait before a re-issue: add 'retry_failed' >= 1")
         turn = Turn(
             number=number,
             text=text,
@@ -166,6 +173,8 @@ class _Parser:
             chunks=self.integer(table, "chunks", where, minimum=1),
             usage=self.usage(table.get("usage", {}), where),
             capture=capture,
+            retry_failed=retry_failed,
+            retry_delay=self.seconds(table, "retry_delay", where, default=0.0),
         )
         self.placeholders(turn, where)
         return turn

@@ -248,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry = {**base, "family": family, "model": request.model, "stream": request.stream}
         if request.tool_result is not None:
             entry["tool_result"] = request.tool_result
+        if request.tool_error is not None:
+            entry["tool_error"] = request.tool_error
         app = self.app
         if family == "gemini" and request.side and not request.stream and app.scenario.auto_side_requests:
             self._record({**entry, "answer": "side", "status": 200}, body)
@@ -263,8 +265,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         turn = pick.turn
         used = {"script": pick.script.name, "turn": turn.number, "attempt": pick.attempt, "answer": turn.kind}
+        if pick.retry:
+            used["retry"] = pick.retry
         if turn.delay:
             app.stopping.wait(turn.delay)
+        if pick.retry and turn.retry_delay:
+            app.stopping.wait(turn.retry_delay)
         if turn.hang is not None:
             self._record({**entry, **used, "status": None}, body)
             app.stopping.wait(None if math.isinf(turn.hang) else turn.hang)

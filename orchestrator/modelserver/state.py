@@ -3,6 +3,10 @@
 ``ScenarioState.pick(request)`` walks the scripts in file order and takes the first one whose
 matcher fits the request and which still has turns left; it hands out that script's current turn
 and advances after the turn was served ``repeat`` times (never, for ``repeat = "forever"``).
+After a tool-call turn with ``retry_failed = N`` the script is *armed*: a matching request whose
+latest tool result reports a failure (``Incoming.tool_error``) gets that turn again, at most N
+times, even when the script has no turns left; a request whose latest tool result succeeded, or
+any other turn served, disarms it.
 ``answer_for`` fills a message turn's placeholders (``${cwd}``, captures) for one request.
 """
 
@@ -27,11 +31,12 @@ from orchestrator.modelserver.wire import Answer
 
 @dataclass(frozen=True)
 class Pick:
-    """The turn chosen for one request; ``attempt`` counts its uses, from 1."""
+    """The turn chosen for one request; ``attempt`` counts its uses, from 1; ``retry`` its re-issues."""
 
     script: Script
     turn: Turn
     attempt: int
+    retry: int = 0
 
 
 def matches(script: Script, request: Incoming) -> bool:
@@ -51,13 +56,24 @@ class ScenarioState:
         self._lock = threading.Lock()
         self._position = [0] * len(scenario.scripts)
         self._served = [0] * len(scenario.scripts)
+        self._armed: list[Turn | None] = [None] * len(scenario.scripts)
+        self._retried = [0] * len(scenario.scripts)
 
     def pick(self, request: Incoming) -> Pick | None:
         """The next turn for ``request``, or None when no script with turns left matches it."""
         with self._lock:
             for index, script in enumerate(self.scenario.scripts):
+                if not matches(script, request):
+                    continue
+                armed = self._armed[index]
+                if armed is not None and request.tool_error is False:
+                    self._armed[index] = armed = None  # the call went through: on to the next turn
+                if armed is not None and request.tool_error and self._retried[index] < armed.retry_failed:
+                    self._retried[index] += 1
+                    retry = self._retried[index]
+                    return Pick(script, armed, retry + 1, retry)
                 position = self._position[index]
-                if position >= len(script.turns) or not matches(script, request):
+                if position >= len(script.turns):
                     continue
                 turn = script.turns[position]
                 self._served[index] += 1
@@ -65,6 +81,8 @@ class ScenarioState:
                 if turn.repeat is not None and attempt >= turn.repeat:
                     self._position[index] += 1
                     self._served[index] = 0
+                self._armed[index] = turn if turn.retry_failed and turn.tool is not None else None
+                self._retried[index] = 0
                 return Pick(script, turn, attempt)
         return None
 
@@ -73,6 +91,8 @@ class ScenarioState:
         with self._lock:
             self._position = [0] * len(self.scenario.scripts)
             self._served = [0] * len(self.scenario.scripts)
+            self._armed = [None] * len(self.scenario.scripts)
+            self._retried = [0] * len(self.scenario.scripts)
 
     def snapshot(self) -> dict[str, Any]:
         """Where each script stands, for ``GET /_scenario/state``."""
@@ -86,6 +106,7 @@ class ScenarioState:
                     "turns": len(script.turns),
                     "next_turn": min(self._position[i], len(script.turns)) + 1,
                     "served_of_next": self._served[i],
+                    "retries": self._retried[i],
                     "done": self._position[i] >= len(script.turns),
                 }
                 for i, script in enumerate(self.scenario.scripts)
