@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import docker
 import docker.errors
@@ -270,6 +270,8 @@ class _Follower:
 
 class DockerRuntime:
     """``Runtime`` on a Docker engine. Use as ``async with DockerRuntime() as runtime:``."""
+
+    supports_pause: ClassVar[bool] = True
 
     def __init__(self, base_url: str | None = None, *, timeout_s: float = 60.0, threads: int = 32) -> None:
         """``base_url`` like ``unix:///var/run/docker.sock``; None reads ``DOCKER_HOST`` (docker's default)."""

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from orchestrator.errors import (
     ContainerNotFound,
@@ -118,6 +119,8 @@ class FakeContainer:
 
 class FakeRuntime:
     """In-memory ``Runtime``; see the module docstring."""
+
+    supports_pause: ClassVar[bool] = True
 
     def __init__(
         self,

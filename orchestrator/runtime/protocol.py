@@ -16,6 +16,9 @@ Contract, in short:
 - ``remove(id)`` removes a container, running or not; removing a missing container is a no-op.
 - ``find(labels)`` lists the containers (running or not) carrying all of ``labels``.
 - ``connect_network`` attaches a container to a second network (the egress proxy sits on two).
+- ``supports_pause`` says whether ``pause``/``unpause`` can work at all: True for Docker and the
+  fake; False for ``KubernetesRuntime`` (a pod cannot be frozen), whose ``pause`` raises
+  ``RuntimeFailure``. A caller that would pause a worker stops it instead where it is False.
 - An unknown id raises ``ContainerNotFound``; an engine that does not answer ``DockerUnavailable``;
   a missing image ``ImageMissing``; any other refusal ``RuntimeFailure``.
 """
@@ -36,6 +39,10 @@ ATTEMPT_LABEL = "orchestrator.attempt"
 @runtime_checkable
 class Runtime(Protocol):
     """Runs hardened containers; see the module docstring for the contract."""
+
+    @property
+    def supports_pause(self) -> bool:
+        """Whether ``pause`` can freeze a container here (a class attribute in implementations)."""
 
     async def ping(self) -> None:
         """Return if the engine answers, else raise ``DockerUnavailable``."""

@@ -29,7 +29,7 @@ from orchestrator.errors import (
     RuntimeFailure,
     UnsafeMount,
 )
-from orchestrator.runtime import FakeLine, FakeProcess, make_runtime
+from orchestrator.runtime import FakeLine, FakeProcess, FakeRuntime, Runtime, make_runtime
 from orchestrator.runtime.kubernetes import KubernetesRuntime
 from orchestrator.runtime.spec import ContainerSpec, MountSpec, TmpfsSpec
 from tests.support.fake_kube_api import FakeKubeApi
@@ -259,12 +259,14 @@ async def test_networks_are_a_policy_and_a_service_and_pods_join_them(tmp_path: 
 
 
 async def test_make_runtime_picks_the_configured_runtime(tmp_path: Path) -> None:
-    """``ORCH_RUNTIME=kubernetes`` gives a ``KubernetesRuntime`` (pause unsupported); docker a ``DockerRuntime``."""
+    """``ORCH_RUNTIME=kubernetes`` gives a ``KubernetesRuntime``, docker a ``DockerRuntime``; only the
+    former says it cannot pause (``Runtime.supports_pause``)."""
     kube = make_runtime(Settings(_env_file=None, runtime="kubernetes", workspace=tmp_path))  # type: ignore[call-arg]
     docker = make_runtime(Settings(_env_file=None, workspace=tmp_path))  # type: ignore[call-arg]
     try:
         assert (type(kube).__name__, type(docker).__name__) == ("KubernetesRuntime", "DockerRuntime")
-        assert (kube.supports_pause, kube.root) == (False, tmp_path.resolve())  # type: ignore[attr-defined]
+        assert (isinstance(kube, Runtime), kube.root) == (True, tmp_path.resolve())  # type: ignore[attr-defined]
+        assert (kube.supports_pause, docker.supports_pause, FakeRuntime.supports_pause) == (False, True, True)
     finally:
         await kube.close()
         await docker.close()
