@@ -178,6 +178,19 @@ def write_session(workspace: Path, prompt: str) -> str:
     return session_id
 
 
+def make_repo(path: Path) -> Path:
+    """A git repository with one commit, owned by the server's uid (git refuses others' repositories)."""
+    path.mkdir()
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    (path / "README.md").write_text("demo\n")
+    subprocess.run(["git", "-C", str(path), "add", "README.md"], check=True)
+    subprocess.run(["git", "-C", str(path), *identity, "commit", "-q", "-m", "first"], check=True)
+    for item in [path, *path.rglob("*")]:
+        os.chown(item, SERVER_UID, SERVER_UID, follow_symlinks=False)
+    return path
+
+
 def test_compose_config_refuses_a_missing_token_with_the_fix() -> None:
     """Without ORCH_API_TOKEN, compose stops before starting anything and says what to set."""
     command = compose_command()
@@ -267,25 +280,26 @@ def test_the_server_reaches_the_engine_through_the_socket_as_non_root(stack: Sta
 def test_sessions_survive_a_restart(stack: Stack) -> None:
     """A session in the workspace is listed and readable; after ``restart`` (healthy again) it still is.
 
-    A session started through the API is also kept when the coordinator provides the runner; until
-    then the server is read-only and ``POST /api/sessions`` answers 503 with the reason.
+    A session started through the API is kept too once the coordinator provides the runner (which may
+    refuse a start here, with no agent credentials, but only with an error from the tree); until then
+    the server is read-only and ``POST /api/sessions`` answers 503 with the reason.
     """
     written = write_session(stack.workspace, "written on the host, read in the container")
-    (stack.repos / "demo").mkdir()
-    subprocess.run(["git", "init", "-q", str(stack.repos / "demo")], check=True)
-    has_runner = runner_available()
+    repo = make_repo(stack.repos / "demo")
     with stack.client() as client:
-        started = client.post(
-            "/api/sessions", json={"prompt": "say hello", "repo": str(stack.repos / "demo")}
-        )
-        if has_runner:
-            assert started.status_code == 202, started.text
-            expected_ids = {written, started.json()["session_id"]}
-        else:
-            assert (started.status_code, started.json()["error"]["code"]) == (503, "environment")
-            expected_ids = {written}
+        started = client.post("/api/sessions", json={"prompt": "say hello", "repo": str(repo)})
         listed = {s["id"] for s in client.get("/api/sessions").json()["sessions"]}
         state = client.get(f"/api/sessions/{written}").json()
+    expected_ids = {written}
+    if not runner_available():
+        assert (started.status_code, started.json()["error"]["code"]) == (503, "environment")
+    elif started.status_code == 202:
+        expected_ids.add(started.json()["session_id"])
+    else:
+        # No agent credentials are configured here: the runner may refuse the start, but only with an
+        # error from the one tree (its status and JSON body), never a server error.
+        assert started.status_code in (400, 409, 422, 503), started.text
+        assert set(started.json()["error"]) == {"code", "message"}
     assert expected_ids <= listed
     assert (state["status"], state["prompt"]) == ("succeeded", "written on the host, read in the container")
 
