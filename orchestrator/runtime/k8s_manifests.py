@@ -27,11 +27,13 @@ bind mounts                                 subPaths of the workspace PVC; any o
 never the Docker socket                     ``automountServiceAccountToken: false``, no service links
 ==========================================  ===========================================================
 
-Recorded gap: an ``emptyDir`` is mounted without ``noexec``/``nosuid``/``nodev``. ``nosuid`` and
+Recorded gaps: an ``emptyDir`` is mounted without ``noexec``/``nosuid``/``nodev``. ``nosuid`` and
 ``nodev`` change nothing under ``allowPrivilegeEscalation: false`` and no capabilities; ``noexec``
-is lost, as it is on the (writable, executable) worktree under Docker too.
+is lost, as it is on the (writable, executable) worktree under Docker too. Its folder is mode 0777
+owned by root, not the tmpfs ``mode``/``uid``: the pod's one user can write it, and no other user
+runs in the pod.
 
-Kubernetes names and label values are stricter than Docker's, so ``pod_name`` and ``label_value``
+Kubernetes names and label values are stricter than Docker's, so ``dns_label`` and ``label_value``
 map any value to a valid one (unchanged when already valid, else readable plus a hash); the exact
 labels travel in an annotation, which is what ``find`` and ``inspect`` report.
 """

@@ -114,9 +114,9 @@ class KubernetesRuntime:
 
     async def _read(self, pod: str) -> PodView:
         core = await self._core()
-        with vendor_errors(f"read pod {pod}"):
+        with vendor_errors(f"read pod {pod}"):  # a malformed answer too: RuntimeFailure, not a crash
             found = await core.read_namespaced_pod(pod, self.namespace)
-        return pod_view(to_dict(core.api_client, found))
+            return pod_view(to_dict(core.api_client, found))
 
     # -- Runtime -----------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -166,7 +166,7 @@ class KubernetesRuntime:
                         "container first"
                     ) from err
                 raise
-        return pod_view(to_dict(core.api_client, created)).metadata.uid
+            return pod_view(to_dict(core.api_client, created)).metadata.uid
 
     async def _create_secret(self, core: k8s.CoreV1Api, spec: ContainerSpec, name: str) -> None:
         secret = k8s.V1Secret.model_validate(manifests.secret_manifest(spec, pod=name, config=self.config))
@@ -212,7 +212,7 @@ class KubernetesRuntime:
         core = await self._core()
         with vendor_errors(f"list pods in namespace {self.namespace!r}"):
             found = await core.list_namespaced_pod(self.namespace, label_selector=manifests.selector(labels))
-        views = [pod_view(item) for item in to_dict(core.api_client, found).get("items") or []]
+            views = [pod_view(item) for item in to_dict(core.api_client, found).get("items") or []]
         views.sort(
             key=lambda v: (v.metadata.creation_timestamp is None, v.metadata.creation_timestamp, v.name)
         )

@@ -398,3 +398,12 @@ async def test_a_refused_token_is_a_runtime_failure_about_credentials(tmp_path: 
         with pytest.raises(RuntimeFailure, match=r"refused this client.*RBAC"):
             await runtime.ping()
         await runtime.close()
+
+
+async def test_a_malformed_answer_is_a_runtime_failure_not_a_crash(tmp_path: Path) -> None:
+    """A pod object without a name (a broken proxy or server): ``RuntimeFailure`` naming the field."""
+    async with cluster(tmp_path, FakeProcess(hang=True)) as kube:
+        pod_id = await kube.runtime.start(kube.spec())
+        kube.api.pod(pod_id).obj["metadata"].pop("name")
+        with pytest.raises(RuntimeFailure, match=r"does not fit the Kubernetes API schema \(metadata\.name"):
+            await kube.runtime.inspect(pod_id)
