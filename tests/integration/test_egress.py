@@ -20,6 +20,7 @@ from typing import cast
 
 import docker
 import pytest
+from pydantic import SecretStr
 
 from orchestrator.config import Settings
 from orchestrator.egress import SessionEgress, plan_egress
@@ -279,3 +280,74 @@ async def test_the_proxy_runs_hardened(stage: Stage) -> None:
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert set(attrs["NetworkSettings"]["Networks"]) == {stage.plan.network, stage.plan.egress_network}
     assert [m["Destination"] for m in attrs["Mounts"] if not m["RW"]] == ["/etc/orchestrator/proxy"]
+
+
+# Each CLI's plain headless run with a dummy key and its default (real) API host. With empty
+# allowlists the proxy refuses the tunnel at once, so nothing leaves the machine.
+CLI_RUNS = {
+    AgentName.CLAUDE: (["claude", "-p", "hi", "--output-format", "stream-json", "--verbose"],
+                       {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}, "ANTHROPIC_API_KEY", "api.anthropic.com"),
+    AgentName.CODEX: (["codex", "exec", "--skip-git-repo-check", "--json", "hi"], {}, "OPENAI_API_KEY",
+                      "api.openai.com"),
+    AgentName.GEMINI: (["gemini", "-p", "hi", "-o", "stream-json"],
+                       {"GEMINI_CLI_TRUST_WORKSPACE": "true", "GEMINI_CLI_NO_RELAUNCH": "1"}, "GEMINI_API_KEY",
+                       "generativelanguage.googleapis.com"),
+}  # fmt: skip
+
+
+class Seen:
+    """An ``Emitter`` that notes (worker, host) of each denial."""
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, str]] = set()
+
+    def emit(self, worker: str, data: object, task_id: str | None = None) -> object:
+        if isinstance(data, EgressDenied):
+            self.pairs.add((worker, data.host))
+        return data
+
+
+async def test_each_real_cli_sends_its_model_traffic_through_its_own_proxy(
+    tmp_path: Path, images: dict[str, str]
+) -> None:
+    """Claude Code, Codex and Gemini CLI all honour the proxy variables: with empty allowlists each
+    one's API host shows up as a denial of its own worker, on its own agent's proxy."""
+    session_id = new_session_id()
+    settings = Settings(_env_file=None, workspace=tmp_path / "workspace")
+    for agent in CLI_RUNS:
+        settings = settings.model_copy(
+            update={agent: settings.agent(agent).model_copy(update={"allowed_hosts": []})}
+        )
+    paths = SessionPaths.of(settings.workspace, session_id)
+    plan = plan_egress(session_id, settings, list(CLI_RUNS), egress_network=f"orch-{session_id}-out")
+    runtime = DockerRuntime()
+    egress = SessionEgress(runtime, plan, paths, image=images["proxy"])
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    seen = Seen()
+    wanted = {(f"{agent}-t1", host) for agent, (_, _, _, host) in CLI_RUNS.items()}
+    try:
+        await egress.start()
+        watcher = asyncio.create_task(egress.watch_denials(seen))
+        for agent, (argv, env, key, _) in CLI_RUNS.items():
+            await runtime.start(build_spec(WorkerRequest(
+                image=images[str(agent)], argv=argv, session_id=session_id, worker=f"{agent}-t1", attempt=1,
+                task="read-only", mounts=[], roots=SandboxRoots(repo=repo, workspace=paths.root),
+                user=container_user(repo, settings), network=plan.network, agent=str(agent),
+                env={**plan.worker_env(agent), **env}, secrets={key: SecretStr("dummy-key-0123456789")},
+            )))  # fmt: skip
+        for _ in range(240):
+            if wanted <= seen.pairs:
+                break
+            await asyncio.sleep(0.5)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    finally:
+        for container in await runtime.find({SESSION_LABEL: session_id}):
+            await runtime.remove(container.id)
+        await egress.close()
+        await runtime.remove_network(plan.egress_network)
+        await runtime.close()
+    assert wanted <= seen.pairs
+    assert {worker for worker, _ in seen.pairs} <= {worker for worker, _ in wanted}
