@@ -21,14 +21,11 @@ Every request is recorded in ``requests`` for tests to check what the client sen
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,88 +33,25 @@ from aiohttp import web
 
 from orchestrator.runtime.fake import FakeLine, FakeProcess
 from orchestrator.runtime.spec import StreamName
-from tests.support.fake_kube_checks import Invalid, check_pod, check_selector, matches, valid_name
+from tests.support.fake_kube_checks import Invalid, check_pod, check_selector, matches
+from tests.support.fake_kube_objects import (
+    FakePod,
+    LogEntry,
+    ObjectRoutes,
+    Recorded,
+    Store,
+    merge,
+    now,
+    rfc3339_nano,
+    status,
+)
+
+__all__ = ["CONTAINER", "TOKEN", "FakeKubeApi", "FakePod", "Recorded", "rfc3339_nano"]
 
 CONTAINER = "agent"
 TOKEN = "fake-kube-token"
 _CORE = "/api/v1/namespaces/{ns}"
 _NETWORKING = "/apis/networking.k8s.io/v1/namespaces/{ns}"
-
-
-def rfc3339_nano(time_ns: int) -> str:
-    """Go's RFC3339Nano, as the kubelet stamps log lines (trailing zeros of the fraction dropped)."""
-    seconds, fraction = divmod(time_ns, 1_000_000_000)
-    digits = f"{fraction:09d}".rstrip("0")
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{base}.{digits}Z" if digits else f"{base}Z"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def status(code: int, reason: str, message: str, details: dict[str, str] | None = None) -> web.Response:
-    """An API server error body."""
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                            "message": message, "reason": reason, "code": code}  # fmt: skip
-    if details is not None:
-        body["details"] = details
-    return web.json_response(body, status=code)
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """One request as the fake received it."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    content_type: str
-
-
-@dataclass(slots=True)
-class LogEntry:
-    time_ns: int
-    stream: StreamName
-    data: bytes
-
-
-@dataclass(slots=True)
-class FakePod:
-    """The fake's record of one pod; ``obj`` is what the API returns."""
-
-    obj: dict[str, Any]
-    log: list[LogEntry] = field(default_factory=list)
-    process: FakeProcess | None = None
-    kubelet: asyncio.Task[None] | None = None
-    ender: asyncio.Task[None] | None = None
-    grace_changed: asyncio.Event = field(default_factory=asyncio.Event)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-    follows_dropped: int = 0
-
-    @property
-    def name(self) -> str:
-        return str(self.obj["metadata"]["name"])
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return dict(self.obj["status"]["containerStatuses"][0]["state"])
-
-    @property
-    def ended(self) -> bool:
-        return "terminated" in self.state
-
-    def notify(self) -> None:
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
-
-    async def changed(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        await waiter
 
 
 Script = FakeProcess | Callable[[dict[str, Any]], FakeProcess]
@@ -149,7 +83,7 @@ class FakeKubeApi:
         self.removal_delay_s = removal_delay_s
         self.requests: list[Recorded] = []
         self.pods: dict[tuple[str, str], FakePod] = {}
-        self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
+        self.objects: Store = {
             "secrets": {}, "services": {}, "networkpolicies": {},
         }  # fmt: skip
         self._uids = itertools.count(1)
@@ -246,15 +180,16 @@ class FakeKubeApi:
         add("PATCH", _CORE + "/pods/{name}", self._patch_pod)
         add("DELETE", _CORE + "/pods/{name}", self._delete_pod)
         add("GET", _CORE + "/pods/{name}/log", self._pod_log)
+        stored = ObjectRoutes(self.objects, self._meta)
         for prefix, kind in ((_CORE, "secrets"), (_CORE, "services"), (_NETWORKING, "networkpolicies")):
-            add("POST", f"{prefix}/{kind}", self._creator(kind))
-            add("GET", f"{prefix}/{kind}/{{name}}", self._getter(kind))
-            add("PATCH", f"{prefix}/{kind}/{{name}}", self._patcher(kind))
-            add("DELETE", f"{prefix}/{kind}/{{name}}", self._deleter(kind))
+            add("POST", f"{prefix}/{kind}", stored.creator(kind))
+            add("GET", f"{prefix}/{kind}/{{name}}", stored.getter(kind))
+            add("PATCH", f"{prefix}/{kind}/{{name}}", stored.patcher(kind))
+            add("DELETE", f"{prefix}/{kind}/{{name}}", stored.deleter(kind))
 
     def _meta(self, obj: dict[str, Any], namespace: str) -> None:
         meta = obj.setdefault("metadata", {})
-        meta.update(namespace=namespace, uid=f"uid-{next(self._uids):08d}", creationTimestamp=_now(),
+        meta.update(namespace=namespace, uid=f"uid-{next(self._uids):08d}", creationTimestamp=now(),
                     resourceVersion=str(next(self._uids)))  # fmt: skip
 
     def _time_ns(self) -> int:
@@ -312,7 +247,7 @@ class FakeKubeApi:
         patch = await request.json()
         if set(patch) - {"metadata"} or set(patch.get("metadata", {})) - {"labels", "annotations"}:
             return status(422, "Invalid", "the fake patches only metadata.labels and metadata.annotations")
-        merged = _merge(pod.obj, patch)
+        merged = merge(pod.obj, patch)
         try:
             check_pod({**merged, "status": {}}, request.match_info["ns"], admission=False)
         except Invalid as err:
@@ -338,7 +273,7 @@ class FakeKubeApi:
             return web.json_response(pod.obj)
         meta = pod.obj["metadata"]
         if "deletionTimestamp" not in meta or grace < int(meta["deletionGracePeriodSeconds"]):
-            meta.update(deletionTimestamp=_now(), deletionGracePeriodSeconds=grace)
+            meta.update(deletionTimestamp=now(), deletionGracePeriodSeconds=grace)
             pod.grace_changed.set()
         if pod.ender is None:
             pod.ender = asyncio.create_task(self._end(pod, namespace))
@@ -409,7 +344,7 @@ class FakeKubeApi:
             return
         pod.obj["status"]["phase"] = "Running"
         pod.obj["status"]["podIP"] = f"10.0.0.{len(self.pods) % 250 + 1}"
-        self._set_state(pod, {"running": {"startedAt": _now()}})
+        self._set_state(pod, {"running": {"startedAt": now()}})
         for item in process.lines:
             line = FakeLine(item) if isinstance(item, str) else item
             if line.after_s:
@@ -446,9 +381,9 @@ class FakeKubeApi:
     def _terminate(self, pod: FakePod, exit_code: int, reason: str | None = None) -> None:
         if pod.ended:
             return
-        started = pod.state.get("running", {}).get("startedAt", _now())
+        started = pod.state.get("running", {}).get("startedAt", now())
         reason = reason or ("Completed" if exit_code == 0 else "Error")
-        terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": _now()}
+        terminated = {"exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": now()}
         pod.obj["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
         self._set_state(pod, {"terminated": terminated})
 
@@ -477,72 +412,3 @@ class FakeKubeApi:
         pod.notify()
 
     # -- secrets, services, network policies -------------------------------------------------
-    def _creator(self, kind: str) -> Callable[[web.Request], Any]:
-        async def create(request: web.Request) -> web.Response:
-            namespace = request.match_info["ns"]
-            obj = await request.json()
-            name = str((obj.get("metadata") or {}).get("name", ""))
-            if not valid_name(name, label=kind == "services"):
-                return status(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name: Invalid value')
-            if kind == "secrets":
-                for key, value in (obj.get("data") or {}).items():
-                    try:
-                        base64.b64decode(value, validate=True)
-                    except (binascii.Error, ValueError):
-                        return status(422, "Invalid", f"data[{key}]: not base64")
-            if (namespace, name) in self.objects[kind]:
-                return status(409, "AlreadyExists", f'{kind} "{name}" already exists')
-            self._meta(obj, namespace)
-            self.objects[kind][(namespace, name)] = obj
-            return web.json_response(obj, status=201)
-
-        return create
-
-    def _getter(self, kind: str) -> Callable[[web.Request], Any]:
-        async def get(request: web.Request) -> web.Response:
-            found = self.objects[kind].get((request.match_info["ns"], request.match_info["name"]))
-            if found is None:
-                return status(404, "NotFound", f'{kind} "{request.match_info["name"]}" not found')
-            return web.json_response(found)
-
-        return get
-
-    def _patcher(self, kind: str) -> Callable[[web.Request], Any]:
-        async def patch(request: web.Request) -> web.Response:
-            key = (request.match_info["ns"], request.match_info["name"])
-            found = self.objects[kind].get(key)
-            if found is None:
-                return status(404, "NotFound", f'{kind} "{key[1]}" not found')
-            change = await request.json()
-            if found.get("immutable") and "data" in change:
-                return status(422, "Invalid", "data: Forbidden: field is immutable when `immutable` is set")
-            self.objects[kind][key] = _merge(found, change)
-            return web.json_response(self.objects[kind][key])
-
-        return patch
-
-    def _deleter(self, kind: str) -> Callable[[web.Request], Any]:
-        async def delete(request: web.Request) -> web.Response:
-            found = self.objects[kind].pop((request.match_info["ns"], request.match_info["name"]), None)
-            if found is None:
-                return status(404, "NotFound", f'{kind} "{request.match_info["name"]}" not found')
-            if kind == "services":
-                return web.json_response(found)
-            return web.json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
-            )
-
-        return delete
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = _merge(merged.get(key), value)
-    return merged
