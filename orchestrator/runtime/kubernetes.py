@@ -138,8 +138,10 @@ class KubernetesRuntime:
         core = await self._core()
         if spec.secrets:
             await self._create_secret(core, spec, name)
+        created = False  # never clean up a pod of that name that this call did not create
         try:
             uid = await self._create_pod(core, name, body, spec.image)
+            created = True
             if spec.secrets:
                 with vendor_errors(f"make pod {name} the owner of its secret"):
                     patch = manifests.owner_patch(name, uid)
@@ -149,8 +151,10 @@ class KubernetesRuntime:
             await self._until_running(name, spec.image)
         except BaseException:
             with contextlib.suppress(OrchestratorError):  # best effort: the first error is what matters
-                await self._delete(name, 1)
-                await self._delete_secret(name)
+                if created:
+                    await self._delete(name, 1)
+                if spec.secrets:
+                    await self._delete_secret(name)
             raise
         log.info("pod_started", pod=name, image=spec.image, namespace=self.namespace)
         return name

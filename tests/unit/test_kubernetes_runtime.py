@@ -313,9 +313,13 @@ async def test_a_missing_namespace_a_taken_name_and_a_missing_network_are_clear(
         with pytest.raises(ConfigError, match="namespace 'elsewhere' does not exist"):
             await kube.runtime.start(kube.spec())
     async with cluster(tmp_path / "2", FakeProcess(hang=True)) as kube:
-        await kube.runtime.start(kube.spec())
-        with pytest.raises(RuntimeFailure, match="already in use"):
-            await kube.runtime.start(kube.spec(secrets={"API_KEY": SecretStr(KEY)}))
+        first = await kube.runtime.start(kube.spec())
+        for secrets in ({}, {"API_KEY": SecretStr(KEY)}):
+            with pytest.raises(RuntimeFailure, match="already in use"):
+                await kube.runtime.start(kube.spec(secrets=secrets))
+        assert (await kube.runtime.inspect(first)).running, (
+            "a refused twin must not take the first pod with it"
+        )
         with pytest.raises(RuntimeFailure, match="network 'nowhere' not found"):
             await kube.runtime.start(kube.spec(name="other", network="nowhere"))
 
