@@ -77,6 +77,7 @@ _REFUSALS: Final[tuple[tuple[str, RefusalReason], ...]] = (
     ("is no longer supported", "bad_arguments"),
     ("not inside a trusted directory", "untrusted_workspace"),
     ("no rollout found for thread id", "resume_not_found"),
+    ("thread/resume failed", "resume_not_found"),  # its session log is empty: stopped before a turn
     ("error finding codex home", "environment"),
     ("failed to initialize in-process app-server", "environment"),
 )

@@ -2,7 +2,9 @@
 
 What each line yields (0.61; lines are recognised by their shape):
 
-- ``init`` -> ``cli_session`` (the ``session_id`` for ``--resume``);
+- ``init`` -> ``cli_session`` (the ``session_id`` for ``--resume``), held back until the model
+  answered (an assistant message or a tool call): before that Gemini keeps no chat, and
+  ``--resume`` of the id fails (``No previous sessions found``), so a restart must start afresh;
 - ``message`` -> ``message`` (assistant deltas are joined until the next non-delta line);
 - ``tool_use`` / ``tool_result`` -> ``tool_call`` / ``tool_result``; a ``tool_result`` error of type
   ``tool_not_registered`` for a tool the approval mode withholds (write, edit, shell, web fetch),
@@ -14,7 +16,8 @@ What each line yields (0.61; lines are recognised by their shape):
   error the failure class of ``error.message``;
 - the one-document ``-o json`` answer (stdout) or error (stderr) -> the same payloads;
 - stderr ``Attempt N failed ...`` -> ``cli_retry``; ``Invalid auth method selected.`` ->
-  ``auth_failed``; the trust gate -> ``cli_refused``;
+  ``auth_failed``; the trust gate, and ``Error resuming session`` (``resume_not_found``) ->
+  ``cli_refused``;
 - ``finish(exit_code)``: an exit code that is an HTTP status mod 256 (173 = 429, 145 = 401,
   244 = 500, 247 = 503, 144 = 400) or a fatal start-up code (41 auth, 55 untrusted) names the failure
   when the stream did not.
@@ -100,6 +103,7 @@ class GeminiParser:
         self._tools: dict[str, str] = {}
         self._pending: list[str] = []
         self._answer: list[str] = []
+        self._session: str | None = None
 
     # -- the StreamParser protocol -----------------------------------------------------------------
 
@@ -137,10 +141,11 @@ class GeminiParser:
         kind = text(obj, "type")
         if kind == "message":
             said = text(obj, "content")
+            answered = self._answered() if text(obj, "role") == "assistant" else []
             if text(obj, "role") == "assistant" and obj.get("delta") is True:
                 self._pending.append(said)
-                return []
-            out = self._flush()
+                return answered
+            out = answered + self._flush()
             if said:
                 out.append(Message(role=text(obj, "role") or "assistant", text=said))
                 if text(obj, "role") == "assistant":
@@ -148,11 +153,12 @@ class GeminiParser:
             return out
         out = self._flush()
         if kind == "init" and text(obj, "session_id"):
-            out.append(CliSession(id=text(obj, "session_id")))
+            self._session = text(obj, "session_id")
         elif kind == "tool_use":
             tool_id, tool = text(obj, "tool_id"), text(obj, "tool_name") or "unknown"
             self._tools[tool_id] = tool
             self._answer = []
+            out += self._answered()
             out.append(ToolCall(tool=tool, input=clip_input(mapping(obj, "parameters")), call_id=tool_id))
         elif kind == "tool_result":
             out += self._tool_result(obj)
@@ -165,6 +171,11 @@ class GeminiParser:
         elif kind == "result":
             out += self._result(obj)
         return out
+
+    def _answered(self) -> list[EventData]:
+        """The held-back session id, once: the model answered, so Gemini now keeps a chat to resume."""
+        session, self._session = self._session, None
+        return [CliSession(id=session)] if session else []
 
     def _tool_result(self, obj: dict[str, Any]) -> list[EventData]:
         tool_id, error = text(obj, "tool_id"), mapping(obj, "error")
@@ -231,6 +242,8 @@ class GeminiParser:
             return [denial] if denial is not None and self._seen.new(stream, tool) else []
         if "invalid auth method" in low or "please set an auth method" in low:
             return self._ledger.fail(AuthFailed(detail=clip(line)))
+        if "error resuming session" in low:
+            return self._ledger.fail(CliRefused(reason="resume_not_found", detail=clip(line)))
         if "not running in a trusted directory" in low:
             return self._ledger.fail(CliRefused(reason="untrusted_workspace", detail=clip(line)))
         if "erofs" in low:

@@ -112,10 +112,15 @@ class CliRetry(Model):
     detail: str = ""
 
 
+RefusalReason = Literal[
+    "untrusted_workspace", "root_bypass", "bad_arguments", "resume_not_found", "environment"
+]
+
+
 class CliRefused(Model):
     """The CLI refused to start or to continue for a reason the same command cannot get past."""
 
-    reason: Literal["untrusted_workspace", "root_bypass", "bad_arguments", "resume_not_found", "environment"]
+    reason: RefusalReason
     detail: str = ""
 
 
