@@ -1,0 +1,185 @@
+"""SSE readers in their own process: ``python -m bench.sse_clients URL N`` (the dashboards).
+
+Opens ``N`` streams of ``URL`` at once with httpx, prints ``READY`` once every response has started,
+reads each stream to its end (the server ends it after ``session_finished``, or at an ``event: end``)
+and prints one JSON line: per stream the count of events, the first and last id, whether the ids
+were gap-free, the events per type, and the latencies (ms) of events whose line carries
+``t=<CLOCK_MONOTONIC seconds>`` (CLOCK_MONOTONIC is one clock for every process of the machine).
+Parsing is orjson on the ``data:`` line only, so the readers cost the server's CPU as little as can be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+STAMP = re.compile(rb"\bt=(\d+\.\d+)")
+END_TYPES = ("session_finished", "end")
+PER_PROCESS = 25  # readers per process: one process parsing 100 streams would measure itself
+
+
+@dataclass
+class Reader:
+    """What one stream delivered."""
+
+    count: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    gaps: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    last_at: dict[str, float] = field(default_factory=dict)  # type -> time its last event arrived
+
+    def take(self, block: bytes, now: float) -> bool:
+        """One SSE message (its lines); True when it ends the stream."""
+        kind, ident, data = b"message", b"", b""
+        for line in block.splitlines():
+            if line.startswith(b"data:"):
+                data = line[5:]
+            elif line.startswith(b"event:"):
+                kind = line[6:].strip()
+            elif line.startswith(b"id:"):
+                ident = line[3:].strip()
+        if kind == b"ping" or not data:
+            return False
+        name = kind.decode(errors="replace")
+        self.count += 1
+        self.types[name] += 1
+        self.last_at[name] = now
+        if ident:
+            seq = int(ident) if ident.isdigit() else -1
+            if seq < 0 or (self.last_id is not None and seq != self.last_id + 1):
+                self.gaps += 1  # an id that is not the next seq (or not a seq at all) is a gap
+            if seq >= 0:
+                self.first_id = seq if self.first_id is None else self.first_id
+                self.last_id = seq
+        found = STAMP.search(data, 0, 400)
+        if found is not None:
+            self.latencies_ms.append((now - float(found.group(1))) * 1000)
+        return name in END_TYPES
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": self.count, "first_id": self.first_id, "last_id": self.last_id, "gaps": self.gaps,
+                "types": dict(self.types), "latencies_ms": self.latencies_ms, "last_at": self.last_at}  # fmt: skip
+
+
+async def read(client: httpx.AsyncClient, url: str, reader: Reader, started: asyncio.Event) -> None:
+    """Read one stream to its end; messages are split on the blank line, in bytes (no text decoding)."""
+    async with client.stream("GET", url, headers={"accept": "text/event-stream"}) as response:
+        if response.status_code != 200:
+            raise RuntimeError(
+                f"GET {url} answered {response.status_code}: {(await response.aread())[:300]!r}"
+            )
+        started.set()
+        buffer = b""
+        async for chunk in response.aiter_raw():
+            now = time.monotonic()
+            buffer = (buffer + chunk).replace(b"\r\n", b"\n")
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                if reader.take(block, now):
+                    return
+
+
+async def main(url: str, n: int) -> list[dict[str, Any]]:
+    readers = [Reader() for _ in range(n)]
+    started = [asyncio.Event() for _ in range(n)]
+    limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=30.0), limits=limits) as client:
+        tasks = [asyncio.create_task(read(client, url, r, s)) for r, s in zip(readers, started, strict=True)]
+        waiting: asyncio.Future[Any] = asyncio.gather(*(s.wait() for s in started))
+        pending: set[asyncio.Future[Any]] = {waiting, *tasks}
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if waiting not in done:
+            waiting.cancel()
+            for task in done:
+                task.result()  # a stream failed before every reader started: say why
+        print("READY", flush=True)
+        await asyncio.gather(*tasks)
+    return [r.summary() for r in readers]
+
+
+class Clients:
+    """The parent's handle on the reader processes (``await Clients.spawn(url, n)``)."""
+
+    def __init__(self) -> None:
+        self._processes: list[asyncio.subprocess.Process] = []
+
+    @classmethod
+    async def spawn(
+        cls, url: str, n: int, per_process: int = PER_PROCESS, ready_timeout_s: float = 60.0
+    ) -> Clients:
+        """Start ``n`` readers of ``url`` (at most ``per_process`` per process); returns once all are connected."""
+        clients = cls()
+        try:
+            for first in range(0, n, per_process):
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "bench.sse_clients", url, str(min(per_process, n - first)),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                clients._processes.append(process)
+            for process in clients._processes:
+                assert process.stdout is not None
+                try:
+                    line = await asyncio.wait_for(process.stdout.readline(), ready_timeout_s)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"SSE readers of {url} did not connect within {ready_timeout_s:g} s"
+                    ) from None
+                if line.strip() != b"READY":
+                    raise RuntimeError(
+                        f"SSE readers of {url} failed to start: {line!r} {await _stderr(process)}"
+                    )
+        except BaseException:
+            await clients.kill()
+            raise
+        return clients
+
+    async def results(self, timeout_s: float = 600.0) -> list[dict[str, Any]]:
+        """Every reader's summary, once every stream has ended."""
+        found: list[dict[str, Any]] = []
+        try:
+            for process in self._processes:
+                assert process.stdout is not None
+                out = await asyncio.wait_for(process.stdout.read(), timeout_s)
+                await process.wait()
+                if process.returncode != 0 or not out.strip():
+                    raise RuntimeError(f"the SSE readers failed: {await _stderr(process)}")
+                found += orjson.loads(out.strip().splitlines()[-1])
+        except TimeoutError:
+            raise RuntimeError(f"the SSE readers did not finish within {timeout_s:g} s") from None
+        finally:
+            await self.kill()
+        return found
+
+    async def kill(self) -> None:
+        for process in self._processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def _stderr(process: asyncio.subprocess.Process) -> str:
+    if process.returncode is None:
+        process.kill()
+    await process.wait()
+    assert process.stderr is not None
+    return (await process.stderr.read()).decode(errors="replace")[-2000:]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.sse_clients")
+    parser.add_argument("url")
+    parser.add_argument("n", type=int)
+    args = parser.parse_args()
+    summaries = asyncio.run(main(args.url, args.n))
+    sys.stdout.write(orjson.dumps(summaries).decode() + "\n")
