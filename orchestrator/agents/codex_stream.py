@@ -219,8 +219,10 @@ class CodexParser:
         for marker, reason in _REFUSALS:
             if marker in low:
                 return self._ledger.fail(CliRefused(reason=reason, detail=clip(line)))
-        if line.startswith(("ERROR: ", "Error: ")):  # text mode prints the give-up on stderr
-            return self._error(line.split(": ", 1)[1].strip())
+        if line.startswith("ERROR: "):  # text mode prints its retries and the give-up on stderr
+            return self._error(line.removeprefix("ERROR: ").strip())
+        if line.startswith("Error: "):  # a fatal error; only a known failure class is worth a payload
+            return self._ledger.fail(classify(line.removeprefix("Error: ")))
         return []
 
     # -- rollout ----------------------------------------------------------------------------------------
