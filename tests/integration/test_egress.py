@@ -3,7 +3,7 @@
 Each test builds a session's egress (``SessionEgress``: internal network, host rule, proxy) and a
 stand-in for the real API: a tiny HTTP server on the egress side, known there by the real host's
 name (network aliases ``api.anthropic.com`` and ``other.example``), listening on 80 and 443
-without TLS. The worker is a production spec (``sandbox.safety.build_spec``) of the base image
+without TLS, and a stand-in for the scripted model server on the session network. The worker is a production spec (``sandbox.safety.build_spec``) of the base image
 running a Python probe that prints ``key=value`` facts.
 """
 
@@ -88,6 +88,7 @@ print("urllib_allowed=" + fetch("http://api.anthropic.com/"))
 print("urllib_other=" + fetch("http://other.example/"))
 print("direct_by_ip=" + direct(os.environ["STANDIN_IP"], 80))
 print("direct_by_name=" + direct("api.anthropic.com", 443))
+print("model_server=" + fetch("http://" + os.environ["MODEL_SERVER"] + "/"))
 for index, address in enumerate(os.environ["HOST_IPS"].split()):
     print(f"host_{index}=" + direct(address, int(os.environ["HOST_PORT"])))
 """
@@ -112,7 +113,8 @@ class Stage:
             image=self.base_image, argv=["python3", "-c", script], session_id=self.plan.session_id,
             worker="probe-t1", attempt=1, task="read-only", mounts=[],
             roots=SandboxRoots(repo=self.repo, workspace=self.paths.root), user=container_user(self.repo, self.settings),
-            network=self.plan.network, env={**self.plan.worker_env(AgentName.CLAUDE), **env}, agent="claude",
+            network=self.plan.network, agent="claude",
+            env={**self.plan.worker_env(AgentName.CLAUDE), "MODEL_SERVER": self.plan.direct[0], **env},
         ))  # fmt: skip
 
     async def run(self, spec: ContainerSpec, timeout_s: float = 60) -> dict[str, str]:
@@ -139,7 +141,10 @@ async def make_stage(tmp_path: Path, images: dict[str, str], network: str) -> As
     session_id = new_session_id()
     settings = Settings(_env_file=None, workspace=tmp_path / "workspace", network=network)
     paths = SessionPaths.of(settings.workspace, session_id)
-    plan = plan_egress(session_id, settings, ["claude"], egress_network=f"orch-{session_id}-out")
+    model_server = f"orch-{session_id}-modelserver"
+    plan = plan_egress(
+        session_id, settings, ["claude"], direct=[model_server], egress_network=f"orch-{session_id}-out"
+    )
     runtime = DockerRuntime()
     labels = {MANAGED_LABEL: "true", SESSION_LABEL: session_id}
     scratch = f"orch-{session_id}-standin"
@@ -156,13 +161,19 @@ async def make_stage(tmp_path: Path, images: dict[str, str], network: str) -> As
         await runtime.connect_network(standin, plan.egress_network, aliases=ALIASES)
         await first_line(runtime, standin, "ready")
         await egress.start()
+        # The scripted model server's place: on the session's network, reached by name, not via the proxy.
+        scripted = await runtime.start(ContainerSpec(
+            image=images["base"], argv=("python3", "-c", STANDIN), user="1000:1000", memory_bytes=128 * 1024**2,
+            nano_cpus=500_000_000, pids_limit=64, network=plan.network, labels=labels, name=model_server,
+        ))  # fmt: skip
+        await first_line(runtime, scripted, "ready")
         standin_ip = (await runtime.inspect(standin)).addresses[plan.egress_network]
         yield Stage(runtime, settings, paths, plan, egress, standin_ip, images["base"], repo)
     finally:
-        await egress.close()
         for container in await runtime.find({SESSION_LABEL: session_id}):
             await runtime.remove(container.id)
-        for name in (scratch, plan.egress_network, plan.network):
+        await egress.close()
+        for name in (scratch, plan.egress_network):
             await runtime.remove_network(name)
         await runtime.close()
 
@@ -181,15 +192,21 @@ async def open_stage(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[St
         yield made
 
 
-def host_addresses() -> str:
-    """The host's own IPv4 addresses except loopback (where a 0.0.0.0 listener answers)."""
+def host_addresses(bridge: str) -> str:
+    """The host's own IPv4 addresses a worker might try: its session bridge's (the gateway),
+    docker0's and the default route's interface's. (Other bridges come and go with other tests.)"""
     if shutil.which("ip") is None:
         return ""
-    out = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=True
-    ).stdout
-    found = [line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3]
-    return " ".join(address for address in found if not address.startswith("127."))
+
+    def run(*args: str) -> str:
+        return subprocess.run(["ip", "-4", "-o", *args], capture_output=True, text=True, check=False).stdout
+
+    default = run("route", "show", "default").split()
+    devices = [bridge, "docker0", *(default[default.index("dev") + 1 :][:1] if "dev" in default else [])]
+    found = [
+        field.split("/")[0] for device in devices for field in run("addr", "show", "dev", device).split()[3:4]
+    ]
+    return " ".join(dict.fromkeys(found))
 
 
 @contextlib.asynccontextmanager
@@ -218,6 +235,7 @@ async def test_the_allowed_host_is_reached_through_the_proxy_and_nothing_else_is
     assert facts["tunnel_by_ip"] == "refused 403 Filtered"
     assert facts["direct_by_ip"].startswith("blocked")
     assert facts["direct_by_name"] == "blocked gaierror"
+    assert facts["model_server"] == "ok standin-ok"  # NO_PROXY: straight to it on the session network
 
 
 async def test_every_refusal_is_an_egress_denied_event_of_the_worker_that_asked(stage: Stage) -> None:
@@ -250,10 +268,14 @@ async def test_a_host_service_on_all_interfaces_is_not_reachable_from_a_worker(s
     async with host_listener() as port:
         _, writer = await asyncio.open_connection("127.0.0.1", port)  # control: the listener answers
         writer.close()
-        env = {"STANDIN_IP": stage.standin_ip, "HOST_IPS": host_addresses(), "HOST_PORT": str(port)}
+        env = {
+            "STANDIN_IP": stage.standin_ip,
+            "HOST_IPS": host_addresses(stage.plan.bridge),
+            "HOST_PORT": str(port),
+        }
         facts = await stage.run(stage.worker(PROBE, env))
     probes = {key: value for key, value in facts.items() if key.startswith("host_")}
-    assert probes, "the probe found no host address to try"
+    assert len(probes) >= 2, f"too few host addresses to try: {probes}"
     assert all(value == "blocked ConnectionRefusedError" for value in probes.values()), probes
 
 
