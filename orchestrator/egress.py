@@ -47,7 +47,7 @@ from orchestrator.egress_rules import (
     egress_notice,
     plan_egress,
 )
-from orchestrator.errors import RuntimeFailure
+from orchestrator.errors import ContainerNotFound, RuntimeFailure
 from orchestrator.log import get_logger
 from orchestrator.models.common import AgentName
 from orchestrator.paths import SessionPaths
@@ -224,7 +224,15 @@ class SessionEgress:
         self._workers: dict[str, str] = {}
 
     async def __aenter__(self) -> SessionEgress:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # A half-made egress (network, rule, some proxies) must not outlive the failed start.
+            try:
+                await self.close()
+            except Exception as err:  # noqa: BLE001 - the start's error is the one to raise
+                log.warning("egress_cleanup_failed", session=self.plan.session_id, error=str(err))
+            raise
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -309,14 +317,17 @@ class SessionEgress:
 
     async def _watch(self, agent: AgentName, container_id: str, emit: Emitter, since_ns: int | None) -> None:
         parser = DenialParser(str(agent))
-        async with _closing(self.runtime.stream(container_id, since_ns)) as lines:
-            async for line in lines:
-                denial = parser.feed(line.text)
-                if denial is None:
-                    continue
-                worker = await self._worker_of(denial.client) or f"egress-{agent}"
-                log.info("egress_denied", session=self.plan.session_id, worker=worker, host=denial.host)
-                emit.emit(worker, denial.event())
+        try:
+            async with _closing(self.runtime.stream(container_id, since_ns)) as lines:
+                async for line in lines:
+                    denial = parser.feed(line.text)
+                    if denial is None:
+                        continue
+                    worker = await self._worker_of(denial.client) or f"egress-{agent}"
+                    log.info("egress_denied", session=self.plan.session_id, worker=worker, host=denial.host)
+                    emit.emit(worker, denial.event())
+        except ContainerNotFound:
+            log.info("egress_proxy_gone", session=self.plan.session_id, agent=str(agent))  # closed meanwhile
 
     async def _worker_of(self, address: str | None) -> str | None:
         if address is None:

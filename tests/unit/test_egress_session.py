@@ -175,6 +175,36 @@ async def test_a_proxy_that_dies_at_start_is_a_runtime_failure_with_its_output(
     await runtime.close()
 
 
+async def test_a_failed_start_leaves_nothing_behind(settings: Settings, tmp_path: Path) -> None:
+    """``async with`` a start that fails: the network, the rule and the started proxies are removed."""
+    runtime = FakeRuntime(
+        FakeProcess(lines=["ERROR     Nov 26 [1]: Unable to parse config file."], exit_code=1)
+    )
+    plan = plan_egress(SESSION, settings, ["claude"])
+    firewall = FakeFirewall()
+    with pytest.raises(RuntimeFailure):
+        async with SessionEgress(
+            runtime, plan, SessionPaths.of(tmp_path, SESSION), image=PROXY_IMAGE, firewall=firewall
+        ):
+            pass
+    assert (plan.network in runtime.networks, firewall.blocked, runtime.containers) == (False, set(), {})
+    await runtime.close()
+
+
+async def test_watching_a_proxy_that_is_gone_ends_quietly(settings: Settings, tmp_path: Path) -> None:
+    """Closing the egress while its denials are watched ends the watch without an error."""
+    runtime = proxies_print()
+    egress, _ = make(runtime, plan_egress(SESSION, settings, ["claude"]), tmp_path)
+    await egress.start()
+    proxies = dict(egress.proxies)
+    await egress.close()
+    egress.proxies.update(proxies)  # as a watcher started before close would still hold them
+    recorder = Recorder()
+    await asyncio.wait_for(egress.watch_denials(recorder), 5)
+    assert recorder.events == []
+    await runtime.close()
+
+
 async def test_close_removes_proxies_network_and_rule(settings: Settings, tmp_path: Path) -> None:
     """After close nothing of the session's egress is left but the shared egress network."""
     runtime = proxies_print()
