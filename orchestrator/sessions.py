@@ -111,8 +111,12 @@ class SessionHost:
         local = paths.root / "scenario.toml"
         if scenario.resolve() != local.resolve():
             await asyncio.to_thread(shutil.copyfile, scenario, local)
+        running = None
         for old in await self.runtime.find({SESSION_LABEL: session_id, WORKER_LABEL: "modelserver"}):
-            await self.runtime.remove(old.id)  # left by a process that was killed
+            if old.running and running is None:
+                running = old  # left by a process that was killed: keep it, it knows the scenario's position
+            else:
+                await self.runtime.remove(old.id)
         worker = "modelserver"
         request = WorkerRequest(
             image=self.images()["modelserver"],
@@ -125,8 +129,11 @@ class SessionHost:
             network=network,
         )  # fmt: skip
         spec = build_spec(request)
-        container = await self.runtime.start(spec)
-        host = spec.name or container[:12]
+        if running is not None:
+            container, host = running.id, running.name
+        else:
+            container = await self.runtime.start(spec)
+            host = spec.name or container[:12]
         url = f"http://{host}:{MODEL_PORT}"
         update = {
             agent: self.settings.agent(agent).model_copy(
