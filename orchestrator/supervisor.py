@@ -228,6 +228,7 @@ class Supervisor:
         """Read the container's lines until it ends, or until an action stops it."""
         loop = asyncio.get_running_loop()
         reader = asyncio.ensure_future(self._read(job, run, past, memory))
+        watched = datetime.now(UTC)
         try:
             while not reader.done():
                 timeout = min(self.stall_check_s, max(deadline - loop.time(), 0.0))
@@ -239,6 +240,9 @@ class Supervisor:
                     await self.runtime.kill(run.container_id)
                     continue
                 view = self._view(job, past, memory)
+                # silence is counted in this container: the last line of an earlier one does not count
+                quiet = max(view.last_output_at or watched, watched)
+                view = view.model_copy(update={"last_output_at": quiet})
                 action = self.engine.check_stall(view, datetime.now(UTC))
                 if action is not None and run.action is None:
                     await self._record(job, run, action, past)

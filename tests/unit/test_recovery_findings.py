@@ -1,4 +1,5 @@
-"""Two denials the real Codex CLI showed in Docker, on the supervisor with the FakeRuntime.
+"""Recovery bugs the real CLIs showed in Docker (``tests/integration/test_recovery_e2e.py``), pinned
+down here without Docker: the parsers on the lines the CLIs printed, the supervisor on the FakeRuntime.
 
 - On rung 1 (``--sandbox workspace-write``) Codex's sandbox cannot start inside Docker, so
   ``apply_patch`` fails with a multi-line router error on stderr whose last line is
@@ -6,11 +7,17 @@
 - Codex also writes each denial to its rollout file. An attempt that the stream already decided
   (stopped and escalated) must not have its rollout lines read again when a later attempt ends, or
   the old denial escalates a worker that did its work (and gives up on the top rung).
+- Gemini keeps no chat before the model's first answer: ``--resume`` of the id its ``init`` line
+  printed then fails ("No previous sessions found"). The id is announced only once the model
+  answered, so a restart before that starts afresh; a failed resume is ``resume_not_found``.
+- After a stall the next container is judged by its own silence, not by the last line of the
+  container that stalled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -18,6 +25,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from orchestrator.agents.codex_stream import CodexParser
+from orchestrator.agents.gemini_stream import GeminiParser
 from orchestrator.config import Settings
 from orchestrator.launch import Launcher
 from orchestrator.models import AgentName
@@ -60,12 +68,14 @@ def test_the_rung1_write_failure_is_one_apply_patch_denial() -> None:
     ]
 
 
-def _supervise(tmp_path: Path, attempts: list[FakeProcess]) -> tuple[Outcome, list[ev.EventData]]:
+def _supervise(
+    tmp_path: Path, attempts: list[FakeProcess], **recovery: float
+) -> tuple[Outcome, list[ev.EventData]]:
     """Run one Codex write job whose attempts do what ``attempts`` say; the rollout holds a denial."""
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    settings = Settings(_env_file=None, workspace=tmp_path / "ws", flush_interval_s=0.001)
+    settings = Settings(_env_file=None, workspace=tmp_path / "ws", flush_interval_s=0.001, recovery=recovery)
     settings = settings.model_copy(
         update={"codex": settings.codex.model_copy(update={"api_key": SecretStr("test-key-123456")})}
     )
@@ -82,16 +92,20 @@ def _supervise(tmp_path: Path, attempts: list[FakeProcess]) -> tuple[Outcome, li
 
     async def main() -> Outcome:
         writer = EventWriter.open(paths)
+        flusher = asyncio.ensure_future(writer.run_flusher(settings.flush_interval_s))
         try:
             engine = PermissionRecoveryEngine(RecoveryPolicy.from_settings(settings))
             supervisor = Supervisor(
                 FakeRuntime(script=script), writer, settings, engine, launcher.spec_for,
-                transcripts=lambda job, command: [rollout], stall_check_s=0.5,
+                transcripts=lambda job, command: [rollout], stall_check_s=0.2,
             )  # fmt: skip
             job = Job(worker="codex-t1", agent=AgentName.CODEX, prompt="write it", workdir=repo,
                       task_id="t1", writable=True)  # fmt: skip
             return await supervisor.run(job)
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
             writer.close()
 
     outcome = asyncio.run(main())
@@ -116,3 +130,44 @@ def test_a_rung1_write_failure_escalates_to_the_top_rung(tmp_path: Path) -> None
     actions = [(e.action.kind, e.action.rung) for e in events if isinstance(e, ev.Recovery)]
     assert actions == [("escalate_permissions", 1), ("escalate_permissions", 2)]
     assert (outcome.ok, outcome.attempts) == (True, 3)
+
+
+def gemini_line(kind: str, **fields: object) -> str:
+    return json.dumps({"type": kind, "timestamp": "2026-11-26T03:47:24.073Z", **fields})
+
+
+INIT = gemini_line("init", session_id="52dcfbaf-53fd-4ddd-a67a-4548adcc40e3", model="gemini-2.5-pro")
+
+
+def test_gemini_announces_its_session_only_once_the_model_answered() -> None:
+    """init, the echoed prompt and a rate-limit give-up: no session to resume; an answer: the id, once."""
+    parser = GeminiParser()
+    before = [p for line in (INIT, gemini_line("message", role="user", content="make hello.txt"))
+              for p in parser.parse_line("stdout", line)]  # fmt: skip
+    answer = [
+        gemini_line("message", role="assistant", content="I will", delta=True),
+        gemini_line("tool_use", tool_name="write_file", tool_id="w1", parameters={}),
+    ]
+    after = [p for line in answer for p in parser.parse_line("stdout", line)]
+    assert [type(p).__name__ for p in before] == ["Message"]
+    sessions = [p for p in after if isinstance(p, ev.CliSession)]
+    assert sessions == [ev.CliSession(id="52dcfbaf-53fd-4ddd-a67a-4548adcc40e3")]
+
+
+def test_gemini_failing_to_resume_is_resume_not_found() -> None:
+    """The stderr line of a resume with no stored chat is a refusal the rules restart afresh once."""
+    parser = GeminiParser()
+    line = "Error resuming session: No previous sessions found for this project."
+    payloads = [*parser.parse_line("stderr", line), *parser.finish(42)]
+    refused = [p for p in payloads if isinstance(p, ev.CliRefused)]
+    assert refused == [ev.CliRefused(reason="resume_not_found", detail=line)]
+
+
+def test_after_a_stall_the_next_container_gets_its_own_silence_window(tmp_path: Path) -> None:
+    """Stalled once, resumed; the resumed container prints within the timeout and is not judged stalled."""
+    stalled = FakeProcess(lines=codex_lines("x")[:1], hang=True)
+    slow_start = [FakeLine(line, after_s=0.3) for line in codex_lines("done")]
+    outcome, events = _supervise(tmp_path, [stalled, FakeProcess(lines=slow_start)], stall_timeout_s=2.0)
+    actions = [(e.action.kind, e.action.cause) for e in events if isinstance(e, ev.Recovery)]
+    assert actions == [("resume", "stalled")]
+    assert (outcome.ok, outcome.attempts, outcome.text) == (True, 2, "done")
