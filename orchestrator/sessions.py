@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from orchestrator.config import Settings
 from orchestrator.coordinator import Interrupt, Orchestrator, SessionOptions
-from orchestrator.errors import CredentialsMissing
+from orchestrator.errors import CredentialsMissing, OrchestratorError
 from orchestrator.images import IMAGE_NAMES, image_refs
 from orchestrator.launch import Launcher
 from orchestrator.log import get_logger
@@ -83,24 +83,40 @@ class SessionHost:
             self.settings, self.runtime, session_id=session_id, launcher=launcher, interrupt=self.interrupt
         )
 
+    async def release_network(self, session_id: str) -> None:
+        """Remove the session's network once none of its containers runs (``prepare_network`` makes it
+        again for a resume): Docker's address pools hold only a few dozen networks."""
+        if self.settings.network == "none":
+            return
+        if any(c.running for c in await self.runtime.find({SESSION_LABEL: session_id})):
+            return
+        with contextlib.suppress(OrchestratorError):
+            await self.runtime.remove_network(network_name(session_id))
+
     async def run(self, prompt: str, options: SessionOptions, session_id: str | None = None) -> Report:
         """A new session to the end (or to a pause with ``--on-pause exit``)."""
         check_credentials(self.settings, options.agents)
         session_id = session_id or new_session_id()
         network = await self.prepare_network(session_id)
-        orchestrator = self.orchestrator(session_id, options.repo, network)
-        return await orchestrator.run(prompt, options)
+        try:
+            orchestrator = self.orchestrator(session_id, options.repo, network)
+            return await orchestrator.run(prompt, options)
+        finally:  # also when refused before it began (a dirty repository)
+            await self.release_network(session_id)
 
     async def resume(self, session_id: str, repo: Path) -> Report:
         """Continue a session; a credential-free one gets its scripted model server back first."""
         network = await self.prepare_network(session_id)
-        state = EventReader(SessionPaths.of(self.settings.workspace, session_id)).state()
-        scenario = state.options.get("model_server")
-        if isinstance(scenario, str) and Path(scenario).is_file():
-            async with self.model_server(session_id, Path(scenario)) as scripted:
-                local = SessionHost(scripted, self.runtime, self.interrupt)
-                return await local.orchestrator(session_id, repo, network).resume()
-        return await self.orchestrator(session_id, repo, network).resume()
+        try:
+            state = EventReader(SessionPaths.of(self.settings.workspace, session_id)).state()
+            scenario = state.options.get("model_server")
+            if isinstance(scenario, str) and Path(scenario).is_file():
+                async with self.model_server(session_id, Path(scenario)) as scripted:
+                    local = SessionHost(scripted, self.runtime, self.interrupt)
+                    return await local.orchestrator(session_id, repo, network).resume()
+            return await self.orchestrator(session_id, repo, network).resume()
+        finally:
+            await self.release_network(session_id)
 
     @contextlib.asynccontextmanager
     async def model_server(self, session_id: str, scenario: Path) -> AsyncIterator[Settings]:
@@ -146,3 +162,4 @@ class SessionHost:
         finally:
             with contextlib.suppress(Exception):
                 await self.runtime.remove(container)
+            await self.release_network(session_id)
