@@ -151,9 +151,15 @@ class Orchestrator:
         await self.writer.commit()
         return await self._drive()
 
-    async def resume(self) -> Report:
-        """Continue an interrupted or paused session from its log."""
-        self._writer = EventWriter.open(self.paths, snapshot_every=self.settings.snapshot_every, create=False)
+    async def resume(self, writer: EventWriter | None = None) -> Report:
+        """Continue an interrupted or paused session from its log.
+
+        ``writer``: the session's log already opened (locked) by the caller, which must hold the lock
+        before it touches anything of the session (a second ``resume`` is refused before any effect).
+        """
+        self._writer = writer or EventWriter.open(
+            self.paths, snapshot_every=self.settings.snapshot_every, create=False
+        )
         state = self.writer.state
         if state.finished:
             self.writer.close()

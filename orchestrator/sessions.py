@@ -27,7 +27,7 @@ from orchestrator.paths import SessionPaths, new_session_id
 from orchestrator.report import Report
 from orchestrator.runtime import Runtime
 from orchestrator.runtime.protocol import MANAGED_LABEL, SESSION_LABEL, WORKER_LABEL
-from orchestrator.store import EventReader
+from orchestrator.store import EventWriter
 from sandbox.mounts import MountRequest, SandboxRoots
 from sandbox.safety import WorkerRequest, build_spec, container_user
 
@@ -106,16 +106,23 @@ class SessionHost:
 
     async def resume(self, session_id: str, repo: Path) -> Report:
         """Continue a session; a credential-free one gets its scripted model server back first."""
-        network = await self.prepare_network(session_id)
+        paths = SessionPaths.of(self.settings.workspace, session_id)
+        # the lock first: a second resume is refused before it touches a container or the network
+        writer = EventWriter.open(paths, snapshot_every=self.settings.snapshot_every, create=False)
         try:
-            state = EventReader(SessionPaths.of(self.settings.workspace, session_id)).state()
-            scenario = state.options.get("model_server")
-            if isinstance(scenario, str) and Path(scenario).is_file():
+            network = await self.prepare_network(session_id)
+        except BaseException:
+            writer.close()
+            raise
+        try:
+            scenario = writer.state.options.get("model_server")
+            if isinstance(scenario, str) and Path(scenario).is_file() and not writer.state.finished:
                 async with self.model_server(session_id, Path(scenario)) as scripted:
                     local = SessionHost(scripted, self.runtime, self.interrupt)
-                    return await local.orchestrator(session_id, repo, network).resume()
-            return await self.orchestrator(session_id, repo, network).resume()
+                    return await local.orchestrator(session_id, repo, network).resume(writer)
+            return await self.orchestrator(session_id, repo, network).resume(writer)
         finally:
+            writer.close()  # idempotent: the orchestrator closes it when it ran
             await self.release_network(session_id)
 
     @contextlib.asynccontextmanager

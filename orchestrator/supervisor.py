@@ -97,7 +97,9 @@ class _Run:
     exit_reason: ExitReason | None = None
     lines: int = 0
     command: CommandSpec | None = None
-    skip: int = 0  # lines already stored by an earlier orchestrator process (a resumed session)
+    # lines per stream already stored by an earlier orchestrator process (a resumed session); each
+    # stream keeps its own order, the interleaving of the two does not repeat
+    skip: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,11 +169,15 @@ class Supervisor:
             command = self._command(adapter, job, prompt, rung, resume_id)
             spec: ContainerSpec | None = None
             if attach is not None:
-                container, skip, attach = attach, state.output_lines, None
+                container, skip, attach = (
+                    attach,
+                    {"stdout": state.stdout_lines, "stderr": state.stderr_lines},
+                    None,
+                )
                 self._containers[job.worker] = container
             else:
                 spec = self.build_spec(job, command, attempt, memory)
-                container, skip = await self._start(job, spec), 0
+                container, skip = await self._start(job, spec), {}
             run = _Run(container, adapter.parser(), command=command, skip=skip)
             try:
                 if spec is not None:  # a new container (not one re-attached after a restart)
@@ -257,9 +263,9 @@ class Supervisor:
 
     async def _read(self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None) -> None:
         async for line in self.runtime.stream(run.container_id):
-            if run.skip:
+            if run.skip.get(line.stream, 0) > 0:
                 # stored before the orchestrator restarted: only rebuild the parser's context
-                run.skip -= 1
+                run.skip[line.stream] -= 1
                 run.lines += 1
                 run.parser.parse_line(line.stream, line.text)
                 continue

@@ -41,7 +41,8 @@ class AgentState(MutableModel):
     exit_reason: str | None = None
     last_output_at: UtcDatetime | None = None
     last_output_seq: int = 0
-    output_lines: int = Field(default=0, description="output lines stored for the current attempt")
+    stdout_lines: int = Field(default=0, description="stdout lines stored for the current attempt")
+    stderr_lines: int = Field(default=0, description="stderr lines stored for the current attempt")
     events: int = 0
     error: str | None = None
     cli_session_id: str | None = None
@@ -105,7 +106,10 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
         case ev.Output():
             worker = _worker(state, event)
             _touch(worker, event)
-            worker.output_lines += 1
+            if data.stream == "stdout":
+                worker.stdout_lines += 1
+            else:
+                worker.stderr_lines += 1
         case (
             ev.Message()
             | ev.ToolCall()
@@ -138,7 +142,7 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
             worker.status = "running"
             worker.started_at = worker.started_at or event.ts
             worker.finished_at = None
-            worker.output_lines = 0
+            worker.stdout_lines = worker.stderr_lines = 0
             if event.task_id:
                 state.tasks[event.task_id] = "running"
         case ev.CliSession():
