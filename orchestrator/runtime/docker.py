@@ -6,7 +6,7 @@ whose few threads long waits would starve), and each log stream is read by two t
 become the orchestrator's at this boundary (``raise ... from``).
 
 Output is read with ``logs(follow=True, timestamps=True)``: the daemon stores every line from the
-container's first byte (json-file driver, set explicitly), so nothing is lost between ``start`` and
+container's first byte (the ``local`` driver, set explicitly), so nothing is lost between ``start`` and
 ``stream``, and its timestamps let a fresh process continue a stream where a previous one stopped.
 """
 
@@ -22,10 +22,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests.exceptions
 from docker.types import LogConfig, Mount
 
@@ -52,9 +54,13 @@ log = get_logger(__name__)
 T = TypeVar("T")
 _NS = 1_000_000_000
 _WAIT_CHUNK_S = 5.0  # a cancelled wait frees its thread within this time
+_FRAGMENT = 16 * 1024  # the daemon cuts longer lines into messages of this size
 _PIPE_LIMIT = 8192  # lines buffered per stream before the reader thread waits for the consumer
-_LOG_CONFIG = LogConfig(type="json-file", config={"max-size": "64m", "max-file": "4"})
+# ``local``, not ``json-file``: json-file stores each 16 KiB fragment as a JSON string, which turns a
+# UTF-8 character cut by the fragment boundary into two U+FFFD; ``local`` keeps the bytes.
+_LOG_CONFIG = LogConfig(type="local", config={"max-size": "64m", "max-file": "4"})
 _NO_TIME = "0001-01-01T00:00:00Z"
+_DEFAULT_URL = "unix:///var/run/docker.sock"
 _FIX_ENGINE = "start the engine (scripts/docker-engine) or point DOCKER_HOST at one"
 
 
@@ -201,7 +207,7 @@ class _Follower:
         self._lock = threading.Lock()
         self._cancelled = False
         self._logs: Any = None
-        self._assembler = LineAssembler(stream)
+        self._assembler = LineAssembler(stream, fragment_size=_FRAGMENT)
         self._last_ns = 0
         self._seen_at_last = 0  # frames already fed whose time is _last_ns (split lines share it)
 
@@ -249,6 +255,15 @@ class _Follower:
             if self._cancelled:
                 logs.close()
                 return False
+        try:
+            if not self._feed(logs, pipe):
+                return False
+        finally:
+            logs.close()  # also after a natural end: the response holds a socket
+        with self._lock:
+            return not self._cancelled
+
+    def _feed(self, logs: Iterator[bytes], pipe: _Pipe) -> bool:
         skip = self._seen_at_last
         for frame in logs:
             time_ns, payload = self._assembler.split(frame)
@@ -264,8 +279,7 @@ class _Follower:
             lines = self._assembler.feed(time_ns, payload)
             if lines and not pipe.put(list(lines)):
                 return False
-        with self._lock:
-            return not self._cancelled
+        return True
 
 
 class DockerRuntime:
@@ -292,6 +306,10 @@ class DockerRuntime:
         """The docker-py client, made on first use (it asks the engine its API version)."""
         with self._client_lock:
             if self._client is None:
+                url = self._base_url or docker.utils.kwargs_from_env().get("base_url") or _DEFAULT_URL
+                # docker-py leaks the socket of a failed unix connect: do not try a missing socket.
+                if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
+                    raise DockerUnavailable(f"no Docker engine socket at {url}; {_FIX_ENGINE}")
                 with _vendor_errors("connect to the Docker engine"):
                     if self._base_url:
                         self._client = docker.DockerClient(

@@ -7,6 +7,10 @@ into lines, splitting on the newline *byte* and decoding each complete line as a
 character cut in two by a frame boundary is decoded intact (a newline byte never occurs inside a
 multi-byte character). Invalid UTF-8 becomes U+FFFD instead of an error. A line's time is the time
 of the frame it began in (Docker gives every fragment of a split line that same time).
+
+With ``fragment_size`` set (Docker: 16 KiB), a line also ends where Docker's ``local`` log driver
+drops the newline after the last fragment of a split line (Engine 20.10): at a fragment shorter
+than ``fragment_size`` that has no newline, and at a frame with a new time (a new message).
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ def parse_timestamp_ns(raw: bytes, cache: _EpochCache | None = None) -> int:
 class LineAssembler:
     """Rejoins one stream's frames into ``LogLine``s. Not thread-safe: one per stream."""
 
-    def __init__(self, stream: StreamName) -> None:
+    def __init__(self, stream: StreamName, fragment_size: int | None = None) -> None:
         self.stream: StreamName = stream
+        self.fragment_size = fragment_size
         self._buffer = bytearray()
         self._line_ns: int | None = None
         self._cache = _EpochCache()
@@ -75,6 +80,8 @@ class LineAssembler:
     def feed(self, time_ns: int, payload: bytes) -> list[LogLine]:
         """Feed a payload that the runtime stamped ``time_ns``; return the lines it completed."""
         lines: list[LogLine] = []
+        if self.fragment_size and self._line_ns is not None and time_ns != self._line_ns:
+            lines += self.flush()  # a new message: the pending line's newline was dropped
         start = 0
         while True:
             end = payload.find(b"\n", start)
@@ -90,6 +97,8 @@ class LineAssembler:
             if self._line_ns is None:
                 self._line_ns = time_ns
             self._buffer += payload[start:]
+            if self.fragment_size and start == 0 and len(payload) < self.fragment_size:
+                lines += self.flush()  # a short fragment without newline: the last of its line
         return lines
 
     def flush(self) -> list[LogLine]:

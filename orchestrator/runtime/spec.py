@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -27,6 +27,7 @@ SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(?:i?b)?\s*", re.IGNORECAS
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
 MIN_SECRET = 6
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 StreamName = Literal["stdout", "stderr"]
 ContainerStatus = Literal["created", "running", "paused", "restarting", "removing", "exited", "dead"]
@@ -255,7 +256,7 @@ class LogLine:
 
     @property
     def timestamp(self) -> datetime:
-        return datetime.fromtimestamp(self.time_ns / 1e9, tz=UTC)
+        return EPOCH + timedelta(microseconds=self.time_ns // 1000)  # exact: no float rounding
 
 
 Request = Literal["stop", "kill"]
