@@ -26,6 +26,7 @@ from orchestrator.errors import (
     PlanInvalid,
     SessionFinished,
     SessionPausedExit,
+    StateConflict,
     UsageError,
 )
 from orchestrator.gitwork import SessionRepo, git
@@ -118,6 +119,8 @@ class Orchestrator:
     _decisions: asyncio.Queue[ev.HumanDecision] = field(default_factory=asyncio.Queue)
     _pause_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _results: dict[str, str] = field(default_factory=dict)
+    _stopping: str | None = None
+    created: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def paths(self) -> SessionPaths:
@@ -149,6 +152,7 @@ class Orchestrator:
             "orchestrator", ev.SessionCreated(prompt=prompt, repo=str(repo.repo), options=options.as_dict())
         )
         await self.writer.commit()
+        self.created.set()
         return await self._drive()
 
     async def resume(self, writer: EventWriter | None = None) -> Report:
@@ -184,6 +188,7 @@ class Orchestrator:
         )
         self.writer.emit("orchestrator", ev.SessionResumed(by="resume"))
         await self.writer.commit()
+        self.created.set()
         return await self._drive(resumed=True)
 
     def _decision_after_pause(self) -> ev.HumanDecision | None:
@@ -196,17 +201,26 @@ class Orchestrator:
                 found = event.data
         return found
 
-    def decide(self, action: str, note: str = "", by: str = "person") -> None:
-        """A person's decision on the paused session (in-process callers: the API)."""
+    async def decide(self, action: str, note: str = "", by: str = "person") -> None:
+        """A person's decision on the paused session (in-process callers: the API); durable on return."""
         if action not in ("continue", "stop"):
             raise UsageError(f"decision {action!r} is not one of: continue, stop")
-        self._decisions.put_nowait(
-            ev.HumanDecision.model_validate({"action": action, "note": note, "by": by})
-        )
+        if self.writer.state.status != "paused":
+            raise StateConflict(f"session {self.session_id} is {self.writer.state.status}, not paused")
+        decision = ev.HumanDecision.model_validate({"action": action, "note": note, "by": by})
+        self.writer.emit("orchestrator", decision)
+        await self.writer.commit()
+        self._decisions.put_nowait(decision)
 
-    async def stop(self) -> None:
-        """Stop every worker; the session finishes as stopped."""
-        self.decide("stop", "stop requested", by="person")
+    async def stop(self, note: str = "stop requested") -> None:
+        """Stop every worker; no task starts after this; the session finishes as stopped."""
+        self._stopping = note
+        if self._writer is not None and self.writer.state.status == "paused":
+            await self.decide("stop", note)
+            return
+        if self._writer is not None:
+            self.writer.emit("orchestrator", ev.HumanDecision(action="stop", note=note, by="person"))
+            await self.writer.commit()
         if self._supervisor is not None:
             await self._supervisor.stop_all(self.settings.grace_period_s)
 
@@ -363,6 +377,8 @@ class Orchestrator:
                 return
             for dep in task.depends_on:
                 await done[dep].wait()
+            if self._stopping:
+                raise _StopSession(f"stopped by a person: {self._stopping}")
             failed = [d for d in task.depends_on if self.writer.state.tasks.get(d) != "succeeded"]
             if failed:
                 self._finish_task(
@@ -370,6 +386,8 @@ class Orchestrator:
                 )
                 return
             async with limit:
+                if self._stopping:
+                    raise _StopSession(f"stopped by a person: {self._stopping}")
                 await self._run_task(task)
         finally:
             done[task.id].set()
@@ -514,20 +532,24 @@ class Orchestrator:
             if mode in ("continue", "stop"):
                 choice = ev.HumanDecision(action=mode, note="--on-pause " + mode, by="policy")
             else:
-                choice = await self._wait_for_person()
-            self.writer.emit("orchestrator", choice)
+                choice, recorded = await self._wait_for_person()
+                if not recorded:
+                    self.writer.emit("orchestrator", choice)
+            if mode in ("continue", "stop"):
+                self.writer.emit("orchestrator", choice)
             if choice.action == "stop":
                 raise _StopSession(f"stopped by {choice.by}: {choice.note or reason}")
             self.writer.emit("orchestrator", ev.SessionResumed(by=choice.by))
             await self.writer.commit()
 
-    async def _wait_for_person(self) -> ev.HumanDecision:
+    async def _wait_for_person(self) -> tuple[ev.HumanDecision, bool]:
+        """The next decision, and whether it is already recorded (in-process) or came by the inbox."""
         while True:
             queued = take_decisions(self.paths)
             if queued:
-                return queued[0]
+                return queued[0], False
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(self._decisions.get(), timeout=0.5)
+                return await asyncio.wait_for(self._decisions.get(), timeout=0.5), True
 
     async def _finish(self, stopped: str | None = None, failed: str | None = None) -> None:
         state = self.writer.state

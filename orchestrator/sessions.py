@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,7 @@ class SessionHost:
     settings: Settings
     runtime: Runtime
     interrupt: Interrupt = field(default_factory=Interrupt)
+    on_orchestrator: Callable[[Orchestrator], None] | None = None  # sees each session's orchestrator
 
     def images(self) -> dict[str, str]:
         return image_refs(
@@ -79,9 +80,12 @@ class SessionHost:
     def orchestrator(self, session_id: str, repo: Path, network: str) -> Orchestrator:
         paths = SessionPaths.of(self.settings.workspace, session_id)
         launcher = Launcher(self.settings, paths, repo.resolve(), self.images(), network)
-        return Orchestrator(
+        made = Orchestrator(
             self.settings, self.runtime, session_id=session_id, launcher=launcher, interrupt=self.interrupt
         )
+        if self.on_orchestrator is not None:
+            self.on_orchestrator(made)
+        return made
 
     async def release_network(self, session_id: str) -> None:
         """Remove the session's network once none of its containers runs (``prepare_network`` makes it
@@ -118,7 +122,7 @@ class SessionHost:
             scenario = writer.state.options.get("model_server")
             if isinstance(scenario, str) and Path(scenario).is_file() and not writer.state.finished:
                 async with self.model_server(session_id, Path(scenario)) as scripted:
-                    local = SessionHost(scripted, self.runtime, self.interrupt)
+                    local = SessionHost(scripted, self.runtime, self.interrupt, self.on_orchestrator)
                     return await local.orchestrator(session_id, repo, network).resume(writer)
             return await self.orchestrator(session_id, repo, network).resume(writer)
         finally:

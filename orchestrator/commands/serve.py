@@ -1,7 +1,7 @@
 """``orchestrate serve``: the HTTP API and the dashboard, with sessions run in this process.
 
-The session runner comes from the coordinator (``orchestrator.coordinator.make_runner(settings)``);
-until a coordinator provides one, the server only reads and follows sessions (changes answer 503).
+The session runner is ``orchestrator.runner.make_runner(settings)``: sessions started through the
+API run in this process.
 On SIGINT/SIGTERM every open event stream ends with a final ``event: error`` (``shutting_down``)
 before uvicorn waits for connections to close.
 """
@@ -24,7 +24,7 @@ from orchestrator.log import REDACTOR, configure_logging, get_logger
 
 log = get_logger(__name__)
 GRACEFUL_S = 5
-RUNNER_MODULE = "orchestrator.coordinator"
+RUNNER_MODULE = "orchestrator.runner"
 
 
 def load_runner(settings: Settings) -> SessionRunner | None:

@@ -80,6 +80,7 @@ class FakeAgents:
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # worker -> {path: content}
     fail: dict[str, FakeProcess] = field(default_factory=dict)  # worker -> what it does instead
     review_answer: str = field(default_factory=review)
+    review_by: dict[str, str] = field(default_factory=dict)  # reviewing agent -> its answer
     run_s: float = 0.05
     started: list[str] = field(default_factory=list)
 
@@ -93,7 +94,7 @@ class FakeAgents:
             answer = self.plan_answers[min(self.started.count("planner"), len(self.plan_answers)) - 1]
             return FakeProcess(lines=claude_lines(answer))
         if worker.startswith("reviewer-"):
-            return FakeProcess(lines=LINES[agent](self.review_answer))
+            return FakeProcess(lines=LINES[agent](self.review_by.get(agent, self.review_answer)))
         workdir = next(m.source for m in spec.mounts if m.target == "/workspace")
         for path, content in self.files.get(worker, {}).items():
             (Path(workdir) / path).write_text(content)
