@@ -14,8 +14,6 @@ Signals: a library installs no handlers. The CLI's SIGINT/SIGTERM handler calls 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,28 +21,31 @@ from typing import Protocol
 
 from orchestrator.agents import CommandSpec, get_adapter
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError, OrchestratorError, UsageError
+from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.log import get_logger
 from orchestrator.models.common import AgentName, utcnow
 from orchestrator.models.events import AgentEvent, EventData, EventDraft, WorkerExited, WorkerStarted
 from orchestrator.models.plan import DirSpec, SubTask
 from orchestrator.models.state import AgentState, SessionState, apply
-from orchestrator.paths import SessionPaths, validate_task_id
+from orchestrator.paths import validate_task_id
 from orchestrator.runtime.protocol import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
 from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine
-from sandbox.profiles import HOME, TMP, WORKDIR
-from sandbox.safety import (
-    MountRequest,
-    SandboxRoots,
-    TaskMode,
-    WorkerRequest,
-    build_spec,
-    check_mounts,
-    container_user,
-)
+from sandbox.layout import STATE_DIR, SessionContext, task_layout, worker_spec
+from sandbox.mounts import TaskMode
+
+__all__ = [
+    "STATE_DIR",
+    "EventSink",
+    "MemoryEvents",
+    "SessionContext",
+    "WorkerHandle",
+    "WorkerManager",
+    "command_for",
+    "image_for",
+    "session_network",
+]
 
 log = get_logger(__name__)
-STATE_DIR = ".git/orchestrator-state"  # inside the task's clone: the one place a worker may write
 
 
 class EventSink(Protocol):
@@ -71,25 +72,6 @@ class MemoryEvents:
         self.events.append(event)
         apply(self.state, event)
         return event
-
-
-@dataclass(frozen=True, slots=True)
-class SessionContext:
-    """The session a manager launches for: its repository, folders and network."""
-
-    paths: SessionPaths
-    repo: Path
-    network: str = "none"
-    home: Path = field(default_factory=Path.home)
-
-    def roots(self, settings: Settings, task_id: str, mode: TaskMode) -> SandboxRoots:
-        """A writer's worktree is its clone (which must exist); a reader's, only if there is one."""
-        worktree = self.paths.worktree(task_id)
-        return SandboxRoots(
-            repo=self.repo, workspace=self.paths.root,
-            worktree=worktree if mode == "write" or worktree.exists() else None,
-            extra=tuple(settings.allowed_roots), home=self.home,
-        )  # fmt: skip
 
 
 def command_for(
@@ -219,53 +201,47 @@ class WorkerManager:
         self, agent: AgentName | str, task: SubTask | str, *, dirs: Sequence[str | DirSpec] = (),
         write_dir: str | None = None, task_id: str | None = None, prompt: str | None = None,
         rung: int | None = None, resume_id: str | None = None, memory_bytes: int | None = None,
+        command: CommandSpec | None = None,
     ) -> WorkerHandle:  # fmt: skip
         """Start one container for ``task``; ``UnsafeMount``/``UsageError`` if the sandbox refuses it.
 
         ``dirs`` are absolute host paths (read-only) or ``DirSpec``s relative to the task's
         worktree (write tasks) or the repository (analysis). A task writes when a ``DirSpec`` is
         ``rw`` or ``write_dir`` is given; it then writes only in its worktree
-        (``<workspace>/<session>/worktrees/<task>``), mounted at ``/workspace``.
+        (``<workspace>/<session>/worktrees/<task>``), mounted at ``/workspace``. ``command``
+        replaces the adapter's command (``orchestrate sandbox check`` runs its probe this way).
         """
         agent = _agent(agent)
         task_id = validate_task_id(task_id or (task.id if isinstance(task, SubTask) else self._next_adhoc()))
         name = f"{agent.value}-{task_id}"
         specs = [d for d in dirs if isinstance(d, DirSpec)]
+        if isinstance(task, SubTask):
+            specs += [d for d in task.dirs if d not in specs]
         mode: TaskMode = (
             "write" if write_dir is not None or any(d.mode == "rw" for d in specs) else "read-only"
         )
-        if isinstance(task, SubTask):
-            specs += [d for d in task.dirs if d not in specs]
-            mode = "write" if task.writes or mode == "write" else mode
-        roots = self.session.roots(self.settings, task_id, mode)
-        mounts = self._mounts(mode, roots, specs, [d for d in dirs if isinstance(d, str)], write_dir)
+        layout = task_layout(self.session, self.settings, task_id, mode, dirs=specs,
+                             paths=[d for d in dirs if isinstance(d, str)], write_dir=write_dir)  # fmt: skip
+        extra = layout.extra_dirs()
         attempt = await self._next_attempt(name)
-        chosen_rung = (
+        chosen = (
             rung
             if rung is not None
             else (0 if mode == "read-only" else self.settings.recovery.writer_start_rung)
         )
-        extra = [m.target for m in check_mounts(mounts, roots, mode) if not _under(m.target, WORKDIR)]
-        command = command_for(agent, prompt or _prompt_of(task), chosen_rung, self.settings,
-                              resume_id=resume_id, extra_ro_dirs=extra)  # fmt: skip
-        uid, gid = container_user(self.session.repo, self.settings)
-        mounts += self._command_mounts(command, name, attempt, mode, roots, (uid, gid))
-        spec = build_spec(WorkerRequest(
-            image=image_for(agent, self.settings), argv=command.argv, session_id=self.session.paths.session_id,
-            worker=name, attempt=attempt, task=mode, mounts=mounts, roots=roots, user=(uid, gid),
-            limits=self.settings.limits, network=self.session.network, env=command.env, secrets=command.secrets,
-            task_id=task_id, agent=agent.value, memory_bytes=memory_bytes, workdir=command.workdir,
-        ))  # fmt: skip
+        if command is None:
+            command = command_for(agent, prompt or _prompt_of(task), chosen, self.settings,
+                                  resume_id=resume_id, extra_ro_dirs=extra)  # fmt: skip
+        spec = worker_spec(command, layout, session=self.session, settings=self.settings, worker=name,
+                           attempt=attempt, image=image_for(agent, self.settings), memory_bytes=memory_bytes)  # fmt: skip
         container_id = await self.runtime.start(spec)
-        handle = WorkerHandle(name, agent, task_id, container_id, attempt, chosen_rung, spec, self)
+        handle = WorkerHandle(name, agent, task_id, container_id, attempt, chosen, spec, self)
         self.handles[name] = handle
         self._record(name, task_id, WorkerStarted(
             agent=agent, image=spec.image, container_id=container_id, argv=list(spec.argv), attempt=attempt,
-            flags=list(command.flags), rung=chosen_rung,
+            flags=list(command.flags), rung=chosen,
         ))  # fmt: skip
-        log.info(
-            "worker_started", worker=name, container=container_id[:12], attempt=attempt, rung=chosen_rung
-        )
+        log.info("worker_started", worker=name, container=container_id[:12], attempt=attempt, rung=chosen)
         return handle
 
     async def reattach(self) -> list[WorkerHandle]:
@@ -307,48 +283,6 @@ class WorkerManager:
         self._attempts[name] = attempt
         return attempt
 
-    def _mounts(self, mode: TaskMode, roots: SandboxRoots, specs: Sequence[DirSpec], paths: Sequence[str],
-                write_dir: str | None) -> list[MountRequest]:  # fmt: skip
-        """A writer: its worktree rw, its read-only dirs laid over it. A reader: its dirs, or the base."""
-        base = roots.worktree if roots.worktree is not None else self.session.repo
-        mounts: list[MountRequest] = []
-        if mode == "write":
-            mounts.append(MountRequest(write_dir if write_dir is not None else str(base), "rw"))
-        elif not specs and not paths:
-            mounts.append(MountRequest(str(base)))
-        for spec in specs:
-            if spec.mode == "ro" and not (mode == "write" and spec.path == "."):
-                mounts.append(MountRequest(str(base / spec.path)))
-        mounts += [MountRequest(p) for p in paths if p != write_dir]
-        return mounts
-
-    def _command_mounts(self, command: CommandSpec, name: str, attempt: int, mode: TaskMode,
-                        roots: SandboxRoots, user: tuple[int, int]) -> list[MountRequest]:  # fmt: skip
-        """The command's config files (read-only) and, for a writer, its state folders (in its clone)."""
-        for path in command.writable_dirs:
-            if not (_under(path, TMP) or _under(path, HOME)):
-                raise ConfigError(f"{command.agent} needs {path} writable, outside {TMP} and {HOME}")
-        mounts: list[MountRequest] = []
-        files_dir = self.session.paths.home(name) / "files" / f"a{attempt}"
-        for target, content in command.files.items():
-            host = files_dir / target.lstrip("/")
-            host.parent.mkdir(parents=True, exist_ok=True)
-            host.write_bytes(content)
-            host.chmod(0o644)
-            mounts.append(MountRequest(str(host), "ro", target))
-        if mode != "write" or roots.worktree is None:
-            return mounts  # an analysis task's CLI state lives in its tmpfs home and ends with it
-        login = self.settings.agent(command.agent.value).login_dir
-        for target in command.state_dirs:
-            host = roots.worktree / STATE_DIR / name / target.strip("/").replace("/", "_")
-            fresh = not host.exists()
-            host.mkdir(parents=True, exist_ok=True)
-            if fresh and login is not None and not command.secrets and target == command.login_dir:
-                shutil.copytree(login, host, dirs_exist_ok=True)
-            _hand_over(host, user)
-            mounts.append(MountRequest(str(host), "rw", target))
-        return mounts
-
     def _record(self, worker: str, task_id: str | None, data: EventData) -> None:
         self.events.append(EventDraft.of(worker, data, task_id))
 
@@ -373,14 +307,3 @@ def _prompt_of(task: SubTask | str) -> str:
         return task
     criteria = "".join(f"\n- {item}" for item in task.acceptance)
     return f"{task.title}\n\n{task.description}" + (f"\n\nDone when:{criteria}" if criteria else "")
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _hand_over(path: Path, user: tuple[int, int]) -> None:
-    """Give a folder the container's uid (when we are root), so the agent can write in it."""
-    if os.geteuid() == 0:
-        for item in [path, *path.rglob("*")]:
-            os.chown(item, *user, follow_symlinks=False)

@@ -7,7 +7,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every command module to ``app``. Each module exposes ``register(app)``."""
-    from orchestrator.commands import demo, images, modelserver, parse, serve, session, version
+    from orchestrator.commands import demo, images, modelserver, parse, sandbox, serve, session, version
 
-    for module in (version, session, demo, images, serve, modelserver, parse):
+    for module in (version, session, demo, images, serve, modelserver, parse, sandbox):
         module.register(app)
