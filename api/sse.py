@@ -15,7 +15,8 @@ bounded buffer that a pump task fills. Its guarantees:
 
 On the wire (``to_sse``): ``id: <seq>``, ``event: <type>``, ``data: <AgentEvent JSON>``; a final
 ``event: error`` without id carries ``{"error": {"code", "message"}, "resume_after": <seq>}``;
-``event: ping`` with ``{"ts": ...}`` keeps idle connections open.
+``event: ping`` with ``{"ts": ...}`` keeps idle connections open. Events already waiting when one
+is sent go out with it in one write (``sse_messages``), each still its own message.
 """
 
 from __future__ import annotations
@@ -186,21 +187,46 @@ class ReaderFeed:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def to_sse(item: AgentEvent | StreamEnd) -> ServerSentEvent:
-    """One feed item as an SSE message."""
+Encode = Callable[[AgentEvent], str]
+MAX_CHUNK = 256  # events written to the socket at once, at most
+
+
+def to_sse(item: AgentEvent | StreamEnd, encode: Encode | None = None) -> ServerSentEvent:
+    """One feed item as an SSE message; ``encode`` gives an event's JSON (default ``model_dump_json``)."""
     if isinstance(item, StreamEnd):
         return ServerSentEvent(data=orjson.dumps(item.body()).decode(), event="error")
-    return ServerSentEvent(data=item.model_dump_json(), event=item.type, id=str(item.seq))
+    data = item.model_dump_json() if encode is None else encode(item)
+    return ServerSentEvent(data=data, event=item.type, id=str(item.seq))
 
 
 def ping() -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps({"ts": utcnow().isoformat()}).decode(), event="ping")
 
 
-async def sse_messages(feed: ReaderFeed) -> AsyncIterator[ServerSentEvent]:
-    """The feed as SSE messages (the body of the stream response)."""
+async def sse_messages(
+    feed: ReaderFeed, encode: Encode | None = None
+) -> AsyncIterator[ServerSentEvent | bytes]:
+    """The feed as SSE messages (the body of the stream response).
+
+    Events that are already buffered when one is taken are encoded together and sent as one chunk
+    (up to ``MAX_CHUNK``): each send costs the server far more than an event's bytes, and a
+    reader that lags gets more per send instead of falling further behind. An event never waits
+    for a later one. ``encode`` as in ``to_sse`` (the live writer gives the JSON it stored).
+    """
+    chunk: list[bytes] = []
     async for item in feed.items():
-        yield to_sse(item)
+        if isinstance(item, StreamEnd):
+            if chunk:
+                yield b"".join(chunk)
+                chunk = []
+            yield to_sse(item)
+            continue
+        chunk.append(to_sse(item, encode).encode())
+        if not feed.buffered or len(chunk) >= MAX_CHUNK:
+            yield b"".join(chunk)
+            chunk = []
+    if chunk:
+        yield b"".join(chunk)
 
 
 class EventStream(EventSourceResponse):

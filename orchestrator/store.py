@@ -9,7 +9,9 @@
 - Every ``snapshot_every`` events the state is written to ``snapshot.json`` with the byte offset it
   covers, so that rebuilding a long session folds only the tail.
 - ``EventReader`` reads from any ``seq`` and follows the file as it grows: woken by an in-process
-  writer when there is one, by polling otherwise.
+  writer when there is one, by polling otherwise. An in-process writer also keeps its last durable
+  events (``EventWriter.recent``, bounded), so live followers take new events from memory instead
+  of each re-reading and re-parsing the log; a follower that falls further behind reads the file.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,8 @@ from orchestrator.paths import SessionPaths
 log = get_logger(__name__)
 SNAPSHOT_VERSION = 1
 _CHUNK = 1 << 20
+RECENT_EVENTS = 2048  # durable events a writer keeps for its in-process followers ...
+RECENT_BYTES = 4 << 20  # ... and about as many characters of their JSON at most
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -172,7 +178,8 @@ class EventReader:
     ) -> AsyncIterator[AgentEvent]:
         """Yield every event with ``seq > after``, then new ones as they are stored, forever.
 
-        Woken by ``writer`` when it lives in this process, else by polling every ``poll_s``.
+        Woken by ``writer`` when it lives in this process, else by polling every ``poll_s``; with a
+        writer, new events come from its memory (``EventWriter.recent``) while they are there.
         The caller ends the iteration (e.g. after ``session_finished``).
         """
         self._require()
@@ -187,7 +194,12 @@ class EventReader:
         try:
             while True:
                 wake.clear()
-                batch, offset = await asyncio.to_thread(self._read_from, offset, last)
+                recent = writer.recent(last) if writer is not None else None
+                if recent is None:
+                    batch, offset = await asyncio.to_thread(self._read_from, offset, last)
+                else:
+                    batch = [stored.event for stored in recent]
+                    offset = recent[-1].end if recent else offset
                 for event in batch:
                     last = event.seq
                     yield event
@@ -215,14 +227,57 @@ class EventReader:
 @dataclass
 class _Batch:
     events: list[AgentEvent] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A durable event as its line in the log says it (``text``), and the byte offset after the line."""
+
+    event: AgentEvent
+    text: str
+    end: int
+
+
+class _Recent:
+    """The last durable events of a writer, at most ``max_events`` and about ``max_bytes`` of text."""
+
+    def __init__(self, last_seq: int, max_events: int, max_bytes: int) -> None:
+        self._items: deque[Stored] = deque()
+        self._last = last_seq
+        self._bytes = 0
+        self._max_events, self._max_bytes = max_events, max_bytes
+        self._lock = threading.Lock()
+
+    def add(self, items: list[Stored]) -> None:
+        with self._lock:
+            self._items.extend(items)
+            self._bytes += sum(len(item.text) for item in items)
+            self._last = items[-1].event.seq if items else self._last
+            while self._items and (len(self._items) > self._max_events or self._bytes > self._max_bytes):
+                self._bytes -= len(self._items.popleft().text)
+
+    def since(self, after: int) -> list[Stored] | None:
+        with self._lock:
+            if after >= self._last:
+                return []
+            if not self._items or after < self._items[0].event.seq - 1:
+                return None
+            return list(itertools.islice(self._items, after - self._items[0].event.seq + 1, None))
+
+    def text_of(self, event: AgentEvent) -> str | None:
+        with self._lock:
+            index = event.seq - self._items[0].event.seq if self._items else -1
+            if 0 <= index < len(self._items) and self._items[index].event is event:
+                return self._items[index].text
+        return None
 
 
 class EventWriter:
     """The one writer of a session's log. Use ``EventWriter.open(paths)`` as a context manager."""
 
     def __init__(self, paths: SessionPaths, fd: int, lock_fd: int, state: SessionState, offset: int,
-                 redactor: Redactor, snapshot_every: int) -> None:  # fmt: skip
+                 redactor: Redactor, snapshot_every: int, recent_events: int = RECENT_EVENTS) -> None:  # fmt: skip
         self.paths = paths
         self.state = state
         self._fd = fd
@@ -237,12 +292,16 @@ class EventWriter:
         self._write_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
         self._has_pending = threading.Event()
+        self._recent = _Recent(state.last_seq, recent_events, RECENT_BYTES)
         self.closed = False
 
     @classmethod
     def open(cls, paths: SessionPaths, redactor: Redactor = REDACTOR, snapshot_every: int = 10_000,
-             create: bool = True) -> Self:  # fmt: skip
-        """Lock the session, repair a torn tail, rebuild the state; ``SessionLocked`` if taken."""
+             create: bool = True, recent_events: int = RECENT_EVENTS) -> Self:  # fmt: skip
+        """Lock the session, repair a torn tail, rebuild the state; ``SessionLocked`` if taken.
+
+        ``recent_events``: how many durable events to keep in memory for in-process followers.
+        """
         if not create and not paths.events.exists():
             raise SessionNotFound(f"no session {paths.session_id!r} in {paths.workspace}")
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -265,7 +324,7 @@ class EventWriter:
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(paths, fd, lock_fd, state, offset, redactor, snapshot_every)
+        return cls(paths, fd, lock_fd, state, offset, redactor, snapshot_every, recent_events)
 
     def __enter__(self) -> Self:
         return self
@@ -283,6 +342,19 @@ class EventWriter:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
+    def recent(self, after: int) -> list[Stored] | None:
+        """The durable events with ``seq > after`` from memory, or None if some are no longer there.
+
+        ``[]`` when there is none yet. The events are the objects the writer stored (shared by every
+        caller: they are frozen); ``Stored.end`` is where their line ends in the log.
+        """
+        return self._recent.since(after)
+
+    def json_of(self, event: AgentEvent) -> str:
+        """The event's JSON as stored: taken from memory for an event of ``recent``, else dumped."""
+        text = self._recent.text_of(event)
+        return text if text is not None else event.model_dump_json()
+
     def append(self, draft: EventDraft) -> AgentEvent:
         """Buffer an event (redacted, with the next seq). Durable and visible after ``flush``."""
         with self._guard:
@@ -295,9 +367,10 @@ class EventWriter:
             if clean != line:
                 event = AgentEvent.model_validate_json(clean)
             self._pending.events.append(event)
-            self._pending.lines.append(clean.encode())
+            self._pending.lines.append(clean)
             self._next_seq += 1
-            self._has_pending.set()
+            if not self._has_pending.is_set():  # set() takes a lock and notifies: once per batch
+                self._has_pending.set()
             return event
 
     def emit(self, worker: str, data: object, task_id: str | None = None) -> AgentEvent:
@@ -316,8 +389,10 @@ class EventWriter:
                 self._has_pending.clear()
             if not batch.events:
                 return self.last_seq
+            encoded = [line.encode() for line in batch.lines]
+            start = self._offset
             try:
-                self._write(b"\n".join(batch.lines) + b"\n")
+                self._write(b"\n".join(encoded) + b"\n")
             except BaseException:
                 with self._guard:
                     self._pending = _Batch(
@@ -325,8 +400,12 @@ class EventWriter:
                     )
                     self._has_pending.set()
                 raise
-            for event in batch.events:
+            stored = []
+            for event, text, raw in zip(batch.events, batch.lines, encoded, strict=True):
+                start += len(raw) + 1
+                stored.append(Stored(event, text, start))
                 apply(self.state, event)
+            self._recent.add(stored)
             if self.last_seq - self._snapshot_seq >= self._snapshot_every:
                 self.snapshot()
         for listener in list(self._listeners):
@@ -338,12 +417,22 @@ class EventWriter:
         return await asyncio.to_thread(self.flush)
 
     async def run_flusher(self, interval_s: float = 0.005) -> None:
-        """Flush batches until cancelled: group commit for high event rates."""
+        """Flush batches until cancelled: group commit for high event rates.
+
+        A batch is flushed as soon as it has an event, but at most once per ``interval_s``: an event
+        after a quiet spell is durable at once, and under load the events of ``interval_s`` (and
+        of the fsync before) share one fsync. No event waits longer than ``interval_s`` plus one
+        fsync for its batch to start.
+        """
+        loop = asyncio.get_running_loop()
+        last = float("-inf")
         while True:
             await asyncio.to_thread(self._has_pending.wait, 0.5)
             if self._has_pending.is_set():
-                if interval_s:
-                    await asyncio.sleep(interval_s)
+                wait = last + interval_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                last = loop.time()
                 await self.commit()
 
     def _write(self, data: bytes) -> None:

@@ -71,7 +71,7 @@ async def stream(
         after=start,
     )
     return EventStream(
-        sse_messages(feed),
+        sse_messages(feed, writer.json_of if writer is not None else None),
         ping=policy.ping_s,
         ping_message_factory=ping,
         send_timeout=policy.send_timeout_s,
