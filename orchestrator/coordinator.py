@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,7 @@ import orjson
 from orchestrator import planner
 from orchestrator.config import Settings
 from orchestrator.decisions import take_decisions
+from orchestrator.egress import Emitter
 from orchestrator.errors import (
     OrchestratorError,
     PlanInvalid,
@@ -35,6 +36,7 @@ from orchestrator.log import REDACTOR, get_logger
 from orchestrator.models import (
     AgentName,
     DecisionAction,
+    EventData,
     OrchestratorDecision,
     RecoveryAction,
     SubTask,
@@ -120,6 +122,8 @@ class Orchestrator:
     _pause_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _results: dict[str, str] = field(default_factory=dict)
     _stopping: str | None = None
+    notices: list[EventData] = field(default_factory=list)  # recorded at session start
+    watchers: list[Callable[[Emitter], Awaitable[None]]] = field(default_factory=list)  # run alongside
     created: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -234,6 +238,9 @@ class Orchestrator:
 
     async def _drive(self, resumed: bool = False, stop: str | None = None) -> Report:
         flusher = asyncio.ensure_future(self.writer.run_flusher(self.settings.flush_interval_s))
+        watchers = [asyncio.ensure_future(watch(self.writer)) for watch in self.watchers]
+        for notice in self.notices:
+            self.writer.emit("orchestrator", notice)
         try:
             self._setup()
             if resumed:
@@ -266,9 +273,10 @@ class Orchestrator:
                 raise
             return build_report(EventReader(self.paths).read())
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for helper in (*watchers, flusher):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OrchestratorError):
+                    await helper
             if self._supervisor is not None:
                 await asyncio.shield(self._supervisor.stop_all(self.settings.grace_period_s))
             self.writer.close()

@@ -351,7 +351,7 @@ class SessionEgress:
         try:
             await self.runtime.remove_network(self.plan.network)
         except RuntimeFailure as err:
-            log.warning("egress_network_kept", network=self.plan.network, error=str(err))
+            log.info("egress_network_kept", network=self.plan.network, error=str(err))
             return
         await self.firewall.unblock(self.plan.bridge)
         self.host_blocked = False

@@ -37,6 +37,7 @@ class Launcher:
     images: Mapping[str, str]
     network: str = "none"
     env: Mapping[str, str] = field(default_factory=dict)
+    agent_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # per agent (its proxy)
     owner: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
@@ -65,7 +66,7 @@ class Launcher:
             image=self.image(job.agent.value), argv=command.argv, session_id=self.paths.session_id,
             worker=job.worker, attempt=attempt, task="write" if job.writable else "read-only",
             mounts=mounts, roots=roots, user=self.owner, limits=self.settings.limits, network=self.network,
-            env={**command.env, **self.env}, secrets=dict(command.secrets), task_id=job.task_id,
+            env={**command.env, **self.env, **self.agent_env.get(job.agent.value, {})}, secrets=dict(command.secrets), task_id=job.task_id,
             agent=job.agent.value, memory_bytes=memory_bytes, workdir=command.workdir,
         )  # fmt: skip
         return build_spec(request)

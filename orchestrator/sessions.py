@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from orchestrator.config import Settings
-from orchestrator.coordinator import Interrupt, Orchestrator, SessionOptions
+from orchestrator.coordinator import ALL_AGENTS, Interrupt, Orchestrator, SessionOptions
+from orchestrator.egress import BRIDGE_OPTION, HostFirewall, SessionEgress, egress_notice, plan_egress
+from orchestrator.egress_rules import EgressPlan
 from orchestrator.errors import CredentialsMissing, OrchestratorError
-from orchestrator.images import IMAGE_NAMES, image_refs
+from orchestrator.images import IMAGE_NAMES, image_ref, image_refs
 from orchestrator.launch import Launcher
 from orchestrator.log import get_logger
 from orchestrator.models import AgentName
@@ -29,11 +31,16 @@ from orchestrator.runtime import Runtime
 from orchestrator.runtime.protocol import MANAGED_LABEL, SESSION_LABEL, WORKER_LABEL
 from orchestrator.store import EventWriter
 from sandbox.mounts import MountRequest, SandboxRoots
-from sandbox.safety import WorkerRequest, build_spec, container_user
+from sandbox.safety import WorkerRequest, build_spec, container_name, container_user
 
 log = get_logger(__name__)
 MODEL_PORT = 8080
 DUMMY_KEYS = {"claude": "sk-ant-local-scripted-model", "codex": "sk-local-scripted-model-0000", "gemini": "local-scripted-model-key"}  # fmt: skip
+
+
+def model_server_name(session_id: str) -> str:
+    """The scripted model server's container name: workers reach it directly, not through a proxy."""
+    return container_name(session_id, "modelserver", 1)
 
 
 def network_name(session_id: str) -> str:
@@ -61,6 +68,7 @@ class SessionHost:
     runtime: Runtime
     interrupt: Interrupt = field(default_factory=Interrupt)
     on_orchestrator: Callable[[Orchestrator], None] | None = None  # sees each session's orchestrator
+    firewall: HostFirewall | None = None  # the host rule for the session bridge (default: iptables)
 
     def images(self) -> dict[str, str]:
         return image_refs(
@@ -68,21 +76,51 @@ class SessionHost:
             [n for n in IMAGE_NAMES if n in ("claude", "codex", "gemini", "modelserver", "base")],
         )
 
+    def egress_plan(self, session_id: str, agents: Iterable[AgentName] = ALL_AGENTS) -> EgressPlan:
+        """The session's egress: its internal network, each agent's allowlist proxy, direct names."""
+        return plan_egress(session_id, self.settings, agents, direct=[model_server_name(session_id)])
+
     async def prepare_network(self, session_id: str) -> str:
+        """The session's internal network (on its fixed bridge name); ``none`` when egress is off."""
         if self.settings.network == "none":
             return "none"
-        name = network_name(session_id)
+        plan = self.egress_plan(session_id)
         await self.runtime.ensure_network(
-            name, internal=True, labels={MANAGED_LABEL: "true", SESSION_LABEL: session_id}
-        )
-        return name
+            plan.network, internal=True, labels={MANAGED_LABEL: "true", SESSION_LABEL: session_id},
+            options={BRIDGE_OPTION: plan.bridge},
+        )  # fmt: skip
+        return plan.network
 
-    def orchestrator(self, session_id: str, repo: Path, network: str) -> Orchestrator:
+    @contextlib.asynccontextmanager
+    async def egress(
+        self, session_id: str, agents: Iterable[AgentName]
+    ) -> AsyncIterator[SessionEgress | None]:
+        """The session's allowlist proxies while the session runs (none when ``network=none``)."""
+        if self.settings.network == "none":
+            yield None
+            return
+        plan = self.egress_plan(session_id, agents)
         paths = SessionPaths.of(self.settings.workspace, session_id)
-        launcher = Launcher(self.settings, paths, repo.resolve(), self.images(), network)
+        live = SessionEgress(
+            self.runtime, plan, paths, image=image_ref(self.settings, "proxy"), firewall=self.firewall
+        )
+        async with live:
+            yield live
+
+    def orchestrator(
+        self, session_id: str, repo: Path, network: str, egress: SessionEgress | None = None
+    ) -> Orchestrator:
+        paths = SessionPaths.of(self.settings.workspace, session_id)
+        agent_env = {a.value: egress.plan.worker_env(a) for a in egress.plan.agents} if egress else {}
+        launcher = Launcher(self.settings, paths, repo.resolve(), self.images(), network, agent_env=agent_env)
         made = Orchestrator(
             self.settings, self.runtime, session_id=session_id, launcher=launcher, interrupt=self.interrupt
         )
+        if egress is not None:
+            made.watchers.append(egress.watch_denials)
+        notice = egress_notice(self.settings, ALL_AGENTS)
+        if notice is not None:
+            made.notices.append(notice)
         if self.on_orchestrator is not None:
             self.on_orchestrator(made)
         return made
@@ -103,8 +141,9 @@ class SessionHost:
         session_id = session_id or new_session_id()
         network = await self.prepare_network(session_id)
         try:
-            orchestrator = self.orchestrator(session_id, options.repo, network)
-            return await orchestrator.run(prompt, options)
+            async with self.egress(session_id, options.agents) as egress:
+                orchestrator = self.orchestrator(session_id, options.repo, network, egress)
+                return await orchestrator.run(prompt, options)
         finally:  # also when refused before it began (a dirty repository)
             await self.release_network(session_id)
 
@@ -119,12 +158,17 @@ class SessionHost:
             writer.close()
             raise
         try:
+            agents = SessionOptions.from_dict(repo, dict(writer.state.options)).agents
             scenario = writer.state.options.get("model_server")
             if isinstance(scenario, str) and Path(scenario).is_file() and not writer.state.finished:
                 async with self.model_server(session_id, Path(scenario)) as scripted:
-                    local = SessionHost(scripted, self.runtime, self.interrupt, self.on_orchestrator)
-                    return await local.orchestrator(session_id, repo, network).resume(writer)
-            return await self.orchestrator(session_id, repo, network).resume(writer)
+                    local = SessionHost(
+                        scripted, self.runtime, self.interrupt, self.on_orchestrator, self.firewall
+                    )
+                    async with local.egress(session_id, agents) as egress:
+                        return await local.orchestrator(session_id, repo, network, egress).resume(writer)
+            async with self.egress(session_id, agents) as egress:
+                return await self.orchestrator(session_id, repo, network, egress).resume(writer)
         finally:
             writer.close()  # idempotent: the orchestrator closes it when it ran
             await self.release_network(session_id)

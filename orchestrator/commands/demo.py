@@ -23,7 +23,7 @@ from orchestrator.paths import SessionPaths, new_session_id
 from orchestrator.report import Report
 
 DEMO_PROMPT = "Add a greeting module and notes, after a quick survey of the repository"
-NEEDED = ["base", "claude", "codex", "gemini", "modelserver"]
+NEEDED = ["base", "claude", "codex", "gemini", "modelserver", "proxy"]
 
 
 def example_repo(dest: Path) -> Path:

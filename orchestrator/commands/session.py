@@ -27,6 +27,7 @@ from orchestrator.log import configure_logging
 from orchestrator.models import AgentName
 from orchestrator.paths import SessionPaths, new_session_id
 from orchestrator.report import Report, build_report, render_markdown
+from orchestrator.sessions import check_credentials
 from orchestrator.store import EventReader
 
 ON_PAUSE = ("exit", "stop", "continue", "wait")
@@ -129,6 +130,21 @@ def drive(host: Any, paths: SessionPaths, work: Callable[[], Awaitable[Report]],
         raise typer.Exit(EXIT_ON_SIGNAL.get(host.interrupt.signal, 130)) from None
 
 
+def ensure_agent_images(
+    settings: Settings, agents: tuple[AgentName, ...], extra: tuple[str, ...] = ()
+) -> None:
+    """Build what a session needs and is missing (first use), with progress on stderr."""
+    from orchestrator.images import ensure_images
+
+    def progress(step: object) -> None:
+        sys.stderr.write(f"images: {step}\n")
+
+    needed = ["base", *(a.value for a in agents), *extra]
+    if settings.network != "none":
+        needed.append("proxy")
+    ensure_images(settings, list(dict.fromkeys(needed)), progress=progress)
+
+
 def host_for(settings: Settings) -> Any:
     """The session host on the configured runtime (Docker by default)."""
     from orchestrator.runtime import make_runtime
@@ -167,6 +183,9 @@ def register(app: typer.Typer) -> None:
         session_id = new_session_id()
         paths = SessionPaths.of(settings.workspace, session_id)
         host = host_for(settings)
+        if settings.runtime == "docker":
+            check_credentials(settings, options.agents)  # exit 5 before anything is built or started
+            ensure_agent_images(settings, options.agents)
         report = drive(host, paths, lambda: host.run(prompt, options, session_id), as_json)
         print_report(report, as_json)
         raise typer.Exit(report.exit_code)

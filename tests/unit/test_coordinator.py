@@ -40,7 +40,7 @@ def _repo(tmp_path: Path) -> Path:
 
 
 def _settings(tmp_path: Path, **extra: object) -> Settings:
-    base: dict[str, object] = {"workspace": tmp_path / "ws", "flush_interval_s": 0.001}
+    base: dict[str, object] = {"workspace": tmp_path / "ws", "flush_interval_s": 0.001, "network": "none"}
     base.update(extra)
     settings = Settings(_env_file=None, **base)  # type: ignore[call-arg]
     keys = {

@@ -28,7 +28,7 @@ def _repo(tmp_path: Path) -> Path:
 
 
 def _settings(tmp_path: Path) -> Settings:
-    settings = Settings(_env_file=None, workspace=tmp_path / "ws", flush_interval_s=0.001)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, workspace=tmp_path / "ws", flush_interval_s=0.001, network="none")  # type: ignore[call-arg]
     keys = {
         a: settings.agent(a).model_copy(update={"api_key": SecretStr("test-key-123456")})
         for a in ("claude", "codex", "gemini")
