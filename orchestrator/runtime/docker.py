@@ -295,6 +295,8 @@ class DockerRuntime:
         self._client: docker.DockerClient | None = None
         self._client_lock = threading.Lock()
         self._requested: dict[str, Request] = {}
+        self._closed = False
+        self._followers: set[_Follower] = set()
 
     async def __aenter__(self) -> DockerRuntime:
         return self
@@ -320,6 +322,8 @@ class DockerRuntime:
             return self._client
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise RuntimeFailure("this DockerRuntime was closed; make a new one")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
@@ -381,6 +385,7 @@ class DockerRuntime:
         pipe = _Pipe(asyncio.get_running_loop())
         since_s = (since_ns or 0) // _NS  # the daemon filters by whole seconds; we filter exactly
         followers = [_Follower(self, container_id, name, since_s) for name in ("stdout", "stderr")]
+        self._followers.update(followers)
         for follower in followers:
             follower.start(pipe)
         try:
@@ -397,6 +402,7 @@ class DockerRuntime:
             pipe.close()
             for follower in followers:
                 follower.cancel()
+            self._followers.difference_update(followers)
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitInfo:
         cancelled = threading.Event()
@@ -531,6 +537,10 @@ class DockerRuntime:
                 return
 
     async def close(self) -> None:
+        """Idempotent. Containers are left alone; open streams end (their readers are closed)."""
+        self._closed = True
+        for follower in list(self._followers):
+            follower.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._client_lock:
             client, self._client = self._client, None

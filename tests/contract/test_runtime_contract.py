@@ -116,9 +116,9 @@ async def test_pause_holds_the_output_and_unpause_resumes_it(harness: Harness) -
     await asyncio.sleep(0.3)
     await harness.runtime.pause(container_id)
     assert (await harness.runtime.inspect(container_id)).status == "paused"
-    await asyncio.sleep(0.2)  # lines already in flight land now
+    await asyncio.sleep(0.5)  # lines already in flight land now
     held = len(seen)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.8)
     assert held == len(seen), "a paused container printed"
     await harness.runtime.unpause(container_id)
     await asyncio.wait_for(reader, 30)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ContainerNotFound, DockerUnavailable
+from orchestrator.errors import ContainerNotFound, DockerUnavailable, RuntimeFailure
 from orchestrator.runtime import SESSION_LABEL, WORKER_LABEL, LogLine
 from orchestrator.runtime.docker import DockerRuntime
 from tests.integration.hardened import Sandbox
@@ -33,21 +33,20 @@ async def sandbox(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[Sandb
 async def test_a_fresh_runtime_finds_the_container_and_continues_its_stream(sandbox: Sandbox) -> None:
     """After a restart: found by labels, streamed from the last line read, nothing lost or repeated."""
     script = "for i in $(seq 1 40); do echo line$i; sleep 0.05; done"
-    container_id = await sandbox.runtime.start(sandbox.spec(script))
     first: list[LogLine] = []
-    async with contextlib.aclosing(sandbox.runtime.stream(container_id)) as lines:
-        async for line in lines:
-            first.append(line)
-            if len(first) == 10:
-                break
-    await sandbox.runtime.close()  # the orchestrator "dies"; the container runs on
+    async with DockerRuntime() as before:  # the orchestrator that will "die"; the container runs on
+        container_id = await before.start(sandbox.spec(script))
+        async with contextlib.aclosing(before.stream(container_id)) as lines:
+            async for line in lines:
+                first.append(line)
+                if len(first) == 10:
+                    break
 
     async with DockerRuntime() as fresh:
         found = await fresh.find({SESSION_LABEL: sandbox.session_id, WORKER_LABEL: "probe-t1"})
         assert [(container_id, True)] == [(info.id, info.running) for info in found]
         rest = [line async for line in fresh.stream(container_id, since_ns=first[-1].time_ns)]
         exit_info = await fresh.wait(container_id, timeout_s=30)
-    sandbox.runtime = DockerRuntime()  # for the cleanup
     assert [f"line{i}" for i in range(1, 41)] == [line.text for line in first + rest]
     assert (exit_info.exit_code, exit_info.reason) == (0, "finished")
 
@@ -95,6 +94,26 @@ async def test_leaving_a_stream_early_frees_its_readers(sandbox: Sandbox) -> Non
         assert time.monotonic() < deadline, "reader threads still alive"
         await asyncio.sleep(0.05)
     assert (await sandbox.runtime.inspect(container_id)).running
+
+
+async def test_closing_the_runtime_ends_its_open_streams(sandbox: Sandbox) -> None:
+    """``close`` ends the streams it serves (the container runs on); a closed runtime refuses work."""
+    container_id = await sandbox.runtime.start(sandbox.spec("while :; do echo tick; sleep 0.05; done"))
+    closing = sandbox.runtime
+    sandbox.runtime = DockerRuntime()  # for the cleanup
+    seen: list[str] = []
+
+    async def read() -> None:
+        seen.extend([line.text async for line in closing.stream(container_id)])
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.5)
+    await closing.close()
+    await asyncio.wait_for(reader, 5)
+    assert seen
+    assert (await sandbox.runtime.inspect(container_id)).running
+    with pytest.raises(RuntimeFailure, match="closed"):
+        await closing.inspect(container_id)
 
 
 async def test_a_removed_container_is_not_found(sandbox: Sandbox) -> None:
