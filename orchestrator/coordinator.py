@@ -34,6 +34,7 @@ from orchestrator.gitwork import SessionRepo, git
 from orchestrator.launch import Launcher
 from orchestrator.log import REDACTOR, get_logger
 from orchestrator.models import (
+    AgentEvent,
     AgentName,
     DecisionAction,
     EventData,
@@ -122,6 +123,7 @@ class Orchestrator:
     _pause_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _results: dict[str, str] = field(default_factory=dict)
     _stopping: str | None = None
+    _jobs: dict[str, Job] = field(default_factory=dict)
     notices: list[EventData] = field(default_factory=list)  # recorded at session start
     watchers: list[Callable[[Emitter], Awaitable[None]]] = field(default_factory=list)  # run alongside
     created: asyncio.Event = field(default_factory=asyncio.Event)
@@ -296,11 +298,59 @@ class Orchestrator:
             engine,
             launcher.spec_for,
             transcripts=launcher.transcript_files,
+            observer=self._observe,
         )
         review_policy = ReviewPolicy.from_settings(self.settings.review)
         self._reviews = ReviewRunner(
             self._supervisor, ReviewOrchestrator(review_policy), self.settings.review.timeout_s
         )
+
+    async def _observe(self, event: AgentEvent, container: str) -> None:
+        """A worker's tool call matching a risky pattern freezes its container until a decision.
+
+        CONTINUE and WARN thaw it, PAUSE keeps it frozen until a person decides, STOP ends the
+        session. A runtime that cannot pause (Kubernetes) stops the worker instead.
+        """
+        data, plan = event.data, self.writer.state.plan
+        if not isinstance(data, ev.ToolCall) or event.task_id is None or plan is None:
+            return
+        if self._reviews is None or self._supervisor is None or self._options is None:
+            return
+        pattern = self._reviews.policy.is_risky(data)
+        job = self._jobs.get(event.worker)
+        if pattern is None or job is None:
+            return
+        what = f"risky action ({pattern}) by {event.worker}: {data.tool} {orjson.dumps(data.input).decode()[:500]}"
+        if not getattr(self.runtime, "supports_pause", True):
+            self.writer.emit(
+                event.worker, ev.Error(message=f"{what}; this runtime cannot pause, the worker is stopped")
+            )
+            await self._supervisor.stop_worker(event.worker)
+            return
+        try:
+            await self.runtime.pause(container)
+        except OrchestratorError as err:  # it ended first: the review still decides what happens next
+            self.writer.emit(
+                event.worker, ev.Error(message=f"{what}; could not freeze the worker: {err.message}")
+            )
+        try:
+            task = plan.task(event.task_id)
+            reviewers = self._reviews.policy.reviewers_for(task.agent, self._options.agents)
+            if not reviewers:
+                await self._pause(f"{what}; no other agent can review it")
+                return
+            request = self._reviews.policy.create_review_request({
+                "id": self._reviews.next_id(task.id), "session_id": self.session_id, "task_id": task.id,
+                "author": event.worker, "reviewers": reviewers, "trigger": "risky_action",
+                "task": task.description, "acceptance": task.acceptance,
+                "diff": f"The agent is about to run this tool call:\n{data.tool} {orjson.dumps(data.input).decode()}",
+                "summary": what,
+            })  # fmt: skip
+            decision = await self._reviews.review(request, job.workdir)
+            await self._act_on(decision, what)
+        finally:
+            with contextlib.suppress(OrchestratorError):
+                await self.runtime.unpause(container)
 
     def _remember_recoveries(self) -> None:
         """Give the supervisor the recovery actions already recorded (budgets survive a restart)."""
@@ -413,7 +463,7 @@ class Orchestrator:
             owner[1] if owner else None,
             started,
         )
-        job = Job(worker=worker, agent=task.agent, prompt=self._task_prompt(task), workdir=clone, task_id=task.id,
+        job = self._jobs[worker] = Job(worker=worker, agent=task.agent, prompt=self._task_prompt(task), workdir=clone, task_id=task.id,
                   writable=task.writes, timeout_s=self.settings.task_timeout_s)  # fmt: skip
         if state is not None and state.status == "succeeded":  # finished before a restart of ours
             outcome = Outcome(True, text=self._read_result(task.id), cli_session_id=state.cli_session_id)

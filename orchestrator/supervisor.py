@@ -100,6 +100,8 @@ class _Run:
     # lines per stream already stored by an earlier orchestrator process (a resumed session); each
     # stream keeps its own order, the interleaving of the two does not repeat
     skip: dict[str, int] = field(default_factory=dict)
+    held: bool = False  # the observer holds the worker (a risky action under review)
+    watched: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -234,7 +236,7 @@ class Supervisor:
         """Read the container's lines until it ends, or until an action stops it."""
         loop = asyncio.get_running_loop()
         reader = asyncio.ensure_future(self._read(job, run, past, memory))
-        watched = datetime.now(UTC)
+        run.watched = datetime.now(UTC)
         try:
             while not reader.done():
                 timeout = min(self.stall_check_s, max(deadline - loop.time(), 0.0))
@@ -245,9 +247,11 @@ class Supervisor:
                     run.exit_reason = "timeout"
                     await self.runtime.kill(run.container_id)
                     continue
+                if run.held:  # frozen for a review of a risky action: silence is expected
+                    continue
                 view = self._view(job, past, memory)
                 # silence is counted in this container: the last line of an earlier one does not count
-                quiet = max(view.last_output_at or watched, watched)
+                quiet = max(view.last_output_at or run.watched, run.watched)
                 view = view.model_copy(update={"last_output_at": quiet})
                 action = self.engine.check_stall(view, datetime.now(UTC))
                 if action is not None and run.action is None:
@@ -281,7 +285,12 @@ class Supervisor:
             if isinstance(payload, ev.AgentResult):
                 run.result = payload
             if self.observer is not None:
-                await self.observer(event, run.container_id)
+                run.held = True
+                try:
+                    await self.observer(event, run.container_id)
+                finally:
+                    run.held = False
+                    run.watched = datetime.now(UTC)
             if run.action is None:
                 action = self.engine.monitor_stream(payload, self._view(job, past, memory))
                 if action is not None:

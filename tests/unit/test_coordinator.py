@@ -16,10 +16,10 @@ from orchestrator.errors import DirtyRepository
 from orchestrator.gitwork import git
 from orchestrator.models import AgentName
 from orchestrator.paths import SessionPaths
-from orchestrator.runtime import FakeProcess, FakeRuntime
+from orchestrator.runtime import FakeLine, FakeProcess, FakeRuntime
 from orchestrator.sessions import SessionHost
 from orchestrator.store import EventReader
-from tests.support.fake_agents import FakeAgents, plan, task
+from tests.support.fake_agents import FakeAgents, codex_lines, plan, task
 
 IMAGES = {n: f"img-{n}:1" for n in ("base", "claude", "codex", "gemini", "modelserver")}
 
@@ -181,3 +181,37 @@ def test_agents_outside_the_allowed_set_are_refused_in_the_plan(tmp_path: Path) 
     report, _ = _run(_settings(tmp_path), agents, repo, agents=(AgentName.GEMINI, AgentName.CLAUDE))
     assert report.exit_code == 1  # type: ignore[attr-defined]
     assert any("not allowed" in e for e in report.errors)  # type: ignore[attr-defined]
+
+
+PUSH = [
+    '{"type":"thread.started","thread_id":"th1"}',
+    '{"type":"item.started","item":{"id":"i2","type":"command_execution","command":"git push origin main",'
+    '"aggregated_output":"","exit_code":null,"status":"in_progress"}}',
+]
+
+
+def test_a_risky_tool_call_freezes_the_worker_until_the_review_stops_the_session(tmp_path: Path) -> None:
+    """`git push`: the container is paused, reviewed; a critical verdict stops it: exit 3."""
+    repo = _repo(tmp_path)
+    critical = '{"request_id":"x","reviewer":"x","verdict":"reject","severity":"critical","confidence":0.9,"findings":[],"summary":"no push"}'
+    agents = FakeAgents([plan(task("t1", "codex"))], review_answer=critical,
+                        fail={"codex-t1": FakeProcess(lines=PUSH, hang=True)})  # fmt: skip
+    report, runtime = _run(_settings(tmp_path), agents, repo)
+    calls = [c for c in runtime.calls if c[0] in ("pause", "stop", "unpause")]
+    assert [c[0] for c in calls][:1] == ["pause"]
+    assert (report.status, report.exit_code) == ("stopped", 3)  # type: ignore[attr-defined]
+    assert all(not c.running for c in asyncio.run(runtime.find({"orchestrator.session": "sess0001"})))
+    events = list(EventReader(SessionPaths.of(tmp_path / "ws", "sess0001")).read())
+    requested = [e.data.request.trigger for e in events if e.type == "review_requested"]  # type: ignore[union-attr]
+    assert requested == ["risky_action"]
+
+
+def test_a_risky_tool_call_approved_by_the_reviewers_thaws_the_worker(tmp_path: Path) -> None:
+    """CONTINUE: the container is unpaused and the task goes on to succeed."""
+    repo = _repo(tmp_path)
+    lines = [*PUSH, *(FakeLine(line, after_s=0.3) for line in codex_lines("pushed nothing, done")[1:])]
+    agents = FakeAgents([plan(task("t1", "codex"))], fail={"codex-t1": FakeProcess(lines=lines)})
+    report, runtime = _run(_settings(tmp_path), agents, repo)
+    kinds = [c[0] for c in runtime.calls]
+    assert "pause" in kinds and "unpause" in kinds[kinds.index("pause") :]
+    assert report.exit_code == 0  # type: ignore[attr-defined]
