@@ -203,6 +203,8 @@ async def run(engine: BenchEngine, root: Path, quick: bool) -> tuple[list[Figure
         Figure("B2", "lines/s to durable JSONL", "lines/s", total / ours["durable_s"], attach_rate, None, note),
         Figure("B2", "lines/s to the SSE reader (HTTP)", "lines/s", total / ours["sse_s"], attach_rate,
                Target("ratio_min", 0.6), note + "; zero loss, gap-free seq checked"),
+        Figure("B2", "lines/s to the SSE reader vs logs(follow)", "lines/s", total / ours["sse_s"], logs_rate, None,
+               "raw = one docker-py logs(follow) of the same spec: the daemon's log path the runtime reads"),
         Figure("B2", "raw logs(follow) lines/s (daemon ceiling)", "lines/s", logs_rate, attach_rate, None,
                "the daemon's log path, which the runtime reads"),
     ]  # fmt: skip

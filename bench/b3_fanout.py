@@ -42,10 +42,11 @@ TARGETS = {10: Target("max", 10.0), 100: Target("max", 50.0)}
 class Config:
     readers: tuple[int, ...]
     seconds: float
+    rounds: int  # runs per side and reader count, in ABBA order (a load spike hits both sides)
 
     @classmethod
     def of(cls, quick: bool) -> Config:
-        return cls((1, 10, 100), 2.0) if quick else cls((1, 10, 100), 5.0)
+        return cls((1, 10, 100), 2.0, 1) if quick else cls((1, 10, 100), 5.0, 2)
 
 
 def line(i: int) -> str:
@@ -154,14 +155,21 @@ async def run(engine: BenchEngine, root: Path, quick: bool) -> tuple[list[Figure
     config = Config.of(quick)
     count = int(config.seconds * RATE)
     figures: list[Figure] = []
-    details: dict[str, Any] = {"config": {"readers": config.readers, "rate": RATE, "events": count}}
+    details: dict[str, Any] = {
+        "config": {"readers": config.readers, "rate": RATE, "events": count, "rounds": config.rounds}
+    }
     for readers in config.readers:
-        ours = await run_ours(root / f"r{readers}", readers, count)
-        raw = await run_raw(readers, count)
+        ours: list[dict[str, Any]] = []
+        raw: list[dict[str, Any]] = []
+        for i, side in enumerate((("ours", "raw", "raw", "ours") * 2)[: 2 * config.rounds]):
+            if side == "ours":
+                ours += await run_ours(root / f"r{readers}-{i}", readers, count)
+            else:
+                raw += await run_raw(readers, count)
         _check(ours, count, "ours")
         _check(raw, count, "raw")
         o, r = _latency(ours), _latency(raw)
-        note = f"{readers} x {count} deliveries, none lost; raw = bare sse-starlette + queue per reader"
+        note = f"{config.rounds} x {readers} x {count} deliveries, none lost; raw = bare sse-starlette + queue per reader"
         figures.append(
             Figure("B3", f"append -> receipt p50, {readers} readers", "ms", o.p50, r.p50, None, note)
         )

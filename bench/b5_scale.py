@@ -98,7 +98,7 @@ async def child_ours(config: Config, root: Path, image: str, run_id: str) -> dic
             await asyncio.wait_for(asyncio.gather(*firsts), 300)
 
         levels = await ladder(config, add)
-        live = sum(1 for w in lab.writer.state.workers.values() if w.output_lines >= config.sample_s / 2)
+        live = sum(1 for w in lab.writer.state.workers.values() if w.events >= config.sample_s / 2)
         await lab.supervisor.stop_all(1.0)
         outcomes = await asyncio.gather(*tasks)
         if not all(o.stopped for o in outcomes):
