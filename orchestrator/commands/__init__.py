@@ -7,7 +7,17 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Attach every command module to ``app``. Each module exposes ``register(app)``."""
-    from orchestrator.commands import demo, images, modelserver, parse, sandbox, serve, session, version
+    from orchestrator.commands import (
+        demo,
+        doctor,
+        images,
+        modelserver,
+        parse,
+        sandbox,
+        serve,
+        session,
+        version,
+    )
 
-    for module in (version, session, demo, images, serve, modelserver, parse, sandbox):
+    for module in (version, session, demo, doctor, images, serve, modelserver, parse, sandbox):
         module.register(app)
