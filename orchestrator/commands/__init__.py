@@ -8,6 +8,7 @@ import typer
 def register(app: typer.Typer) -> None:
     """Attach every command module to ``app``. Each module exposes ``register(app)``."""
     from orchestrator.commands import (
+        config,
         demo,
         doctor,
         images,
@@ -19,5 +20,5 @@ def register(app: typer.Typer) -> None:
         version,
     )
 
-    for module in (version, session, demo, doctor, images, serve, modelserver, parse, sandbox):
+    for module in (version, session, demo, doctor, config, images, serve, modelserver, parse, sandbox):
         module.register(app)
