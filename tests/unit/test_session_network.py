@@ -2,8 +2,8 @@
 
 Found with the real demo: every session left its ``orch-<id>`` network behind (Docker's default
 address pools hold a few dozen), and a dirty repository, refused before the session began, left
-one too. ``SessionHost`` now removes it once none of the session's containers runs; a resume
-creates it again.
+one too. ``SessionHost.release_network`` removes it once none of the session's containers runs
+(the egress also removes it when it closes); a resume creates it again.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from orchestrator.config import Settings
 from orchestrator.coordinator import SessionOptions
+from orchestrator.egress import ROLE_LABEL
 from orchestrator.errors import DirtyRepository
 from orchestrator.gitwork import git
 from orchestrator.runtime import FakeProcess, FakeRuntime
@@ -24,6 +25,7 @@ from orchestrator.runtime.protocol import SESSION_LABEL
 from orchestrator.runtime.spec import ContainerSpec
 from orchestrator.sessions import SessionHost, network_name
 from tests.support.fake_agents import FakeAgents, plan, task
+from tests.unit.test_egress_session import READY, FakeFirewall
 
 IMAGES = {n: f"img-{n}:1" for n in ("base", "claude", "codex", "gemini", "modelserver")}
 SESSION = "sess0001"
@@ -50,17 +52,28 @@ def _host(tmp_path: Path, runtime: FakeRuntime) -> Host:
         a: settings.agent(a).model_copy(update={"api_key": SecretStr("test-key-123456")})
         for a in ("claude", "codex", "gemini")
     }
-    return Host(settings.model_copy(update=keys), runtime)
+    return Host(settings.model_copy(update=keys), runtime, firewall=FakeFirewall())
+
+
+def _behind_proxies(agents: FakeAgents) -> FakeRuntime:
+    """The session's allowlist proxies get ready and run; the agents do what ``agents`` says."""
+
+    def script(spec: ContainerSpec) -> FakeProcess:
+        if spec.labels.get(ROLE_LABEL) == "proxy":
+            return FakeProcess(lines=[READY], hang=True)
+        return agents(spec)
+
+    return FakeRuntime(script=script)
 
 
 def test_a_finished_session_leaves_no_network(tmp_path: Path) -> None:
     """The network exists while the session runs and is gone after its report."""
-    runtime = FakeRuntime(script=FakeAgents([plan(task("t1", "gemini", writes=False))]))
+    runtime = _behind_proxies(FakeAgents([plan(task("t1", "gemini", writes=False))]))
     report = asyncio.run(
         _host(tmp_path, runtime).run("look around", SessionOptions(repo=_repo(tmp_path)), SESSION)
     )
     assert report.exit_code == 0
-    assert ("ensure_network", network_name(SESSION), "internal") in runtime.calls
+    assert any(call[:2] == ("ensure_network", network_name(SESSION)) for call in runtime.calls)
     assert network_name(SESSION) not in runtime.networks
 
 
@@ -68,7 +81,7 @@ def test_a_refused_dirty_repository_leaves_no_network(tmp_path: Path) -> None:
     """Refused with exit 2 before anything started: no network stays behind."""
     repo = _repo(tmp_path)
     (repo / "app.py").write_text("changed\n")
-    runtime = FakeRuntime(script=FakeAgents([]))
+    runtime = _behind_proxies(FakeAgents([]))
     with pytest.raises(DirtyRepository):
         asyncio.run(_host(tmp_path, runtime).run("x", SessionOptions(repo=repo), SESSION))
     assert network_name(SESSION) not in runtime.networks
