@@ -2,10 +2,10 @@
 
 The seed's names are kept: ``launch_gemini(task, dirs)``, ``launch_codex(task, cwd)``,
 ``launch_claude(task, dirs)``, ``stop_worker(name)``, ``get_worker_status(name)``. Each launch asks
-the agent's adapter for the command (``command_for``), lays out what the command needs on the host
-(its read-only config files; its state folders, kept between attempts inside the task's clone so a
-resumed CLI finds its session), has ``sandbox.safety.build_spec`` check and harden everything, starts
-the container and records ``worker_started``. The returned ``WorkerHandle`` streams the lines, waits
+the agent's adapter for the command (``command_for``), has ``sandbox.layout`` place the task's mounts,
+the command's read-only config files and its state folders (kept between attempts inside the task's
+clone, so a resumed CLI finds its session) and ``sandbox.safety.build_spec`` check and harden it
+all, starts the container and records ``worker_started``. The returned ``WorkerHandle`` streams the lines, waits
 for the exit (recording ``worker_exited`` once) and stops, pauses or removes the container.
 
 Signals: a library installs no handlers. The CLI's SIGINT/SIGTERM handler calls ``stop_all(grace_s)``.
