@@ -18,7 +18,14 @@ from pydantic import SecretStr
 
 from orchestrator.config import Settings
 from orchestrator.coordinator import ALL_AGENTS, Interrupt, Orchestrator, SessionOptions
-from orchestrator.egress import BRIDGE_OPTION, HostFirewall, SessionEgress, egress_notice, plan_egress
+from orchestrator.egress import (
+    BRIDGE_OPTION,
+    HostFirewall,
+    IptablesFirewall,
+    SessionEgress,
+    egress_notice,
+    plan_egress,
+)
 from orchestrator.egress_rules import EgressPlan
 from orchestrator.errors import CredentialsMissing, OrchestratorError
 from orchestrator.images import IMAGE_NAMES, image_ref, image_refs
@@ -132,8 +139,12 @@ class SessionHost:
             return
         if any(c.running for c in await self.runtime.find({SESSION_LABEL: session_id})):
             return
-        with contextlib.suppress(OrchestratorError):
+        try:
             await self.runtime.remove_network(network_name(session_id))
+        except OrchestratorError:
+            return  # still in use: its host firewall rule stays with it
+        firewall = self.firewall if self.firewall is not None else IptablesFirewall()
+        await firewall.unblock(self.egress_plan(session_id).bridge)  # the rule outlived the egress close
 
     async def run(self, prompt: str, options: SessionOptions, session_id: str | None = None) -> Report:
         """A new session to the end (or to a pause with ``--on-pause exit``)."""

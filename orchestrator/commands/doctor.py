@@ -12,12 +12,14 @@ import asyncio
 import fcntl
 import json
 import os
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from orchestrator.commands.session import load_settings
 from orchestrator.config import Settings
+from orchestrator.egress import IptablesFirewall
 from orchestrator.errors import OrchestratorError
 from orchestrator.paths import SESSION_ID_RE, SessionPaths
 from orchestrator.runtime import MANAGED_LABEL, SESSION_LABEL, WORKER_LABEL, ContainerInfo, Runtime
@@ -114,6 +116,26 @@ def _checks(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
+def stale_firewall_bridges() -> list[str]:
+    """Bridges named by a session's host firewall rule that no longer exist (left by a crash)."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        return []
+    listed = subprocess.run(
+        ["iptables", "-w", "5", "-S", "INPUT"], capture_output=True, text=True, check=False
+    )
+    stale = []
+    for line in listed.stdout.splitlines():
+        parts = line.split()
+        if "meta-orchestrator" in line and "-i" in parts:
+            bridge = parts[parts.index("-i") + 1]
+            if not Path(f"/sys/class/net/{bridge}").exists() and bridge not in stale:
+                stale.append(bridge)
+    return stale
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -155,6 +177,10 @@ def register(app: typer.Typer) -> None:
             finally:
                 await runtime.close()
 
+        verb = "would remove" if dry_run else "removed"
         for info in asyncio.run(collect()):
-            verb = "would remove" if dry_run else "removed"
             typer.echo(f"{verb} {info.name} (session {info.labels.get(SESSION_LABEL, '?')})")
+        for bridge in stale_firewall_bridges():
+            if not dry_run:
+                asyncio.run(IptablesFirewall().unblock(bridge))
+            typer.echo(f"{verb} the host firewall rule of the gone bridge {bridge}")

@@ -61,3 +61,28 @@ def test_doctor_names_the_fix_for_each_missing_credential(tmp_path: Path) -> Non
     doctor = _cli(tmp_path / "ws", "doctor")
     for agent in ("CLAUDE", "CODEX", "GEMINI"):
         assert f"ORCH_{agent}__API_KEY" in doctor.stdout
+
+
+def test_gc_removes_the_host_firewall_rule_of_a_bridge_that_is_gone(tmp_path: Path) -> None:
+    """A crash can leave a session's INPUT rule behind after its bridge went away: gc removes it."""
+    rule = [
+        "INPUT",
+        "-i",
+        "orchgone00001",
+        "-m",
+        "comment",
+        "--comment",
+        "meta-orchestrator session",
+        "-j",
+        "REJECT",
+    ]
+    subprocess.run(["iptables", "-w", "5", "-I", *rule], check=True)
+    try:
+        gc = _cli(tmp_path / "ws", "gc")
+        assert "orchgone00001" in gc.stdout
+        left = subprocess.run(
+            ["iptables", "-w", "5", "-S", "INPUT"], capture_output=True, text=True, check=True
+        )
+        assert "orchgone00001" not in left.stdout
+    finally:
+        subprocess.run(["iptables", "-w", "5", "-D", *rule], capture_output=True, check=False)
