@@ -190,3 +190,52 @@ def test_a_finished_session_cannot_be_resumed(env: dict[str, str]) -> None:
     again = _resume(env, session)
     assert again.returncode == 2
     assert "has finished" in again.stderr
+
+
+def test_a_worker_container_removed_while_down_is_relaunched_resuming_its_cli_session(
+    env: dict[str, str],
+) -> None:
+    """kill -9, then the worker's container disappears: resume starts a new one with the CLI's resume id."""
+    proc = _start(env)
+    session = _wait_for_worker(env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        e.type == "cli_session" and e.worker == "codex-t1"
+        for e in _events(env, session)  # type: ignore[attr-defined]
+    ):
+        time.sleep(0.2)
+    proc.kill()
+    proc.communicate(timeout=30)
+    workers = [
+        c
+        for c in _containers(session, running_only=False)
+        if "codex-t1" in _docker("inspect", "-f", "{{.Name}}", c)
+    ]
+    _docker("rm", "-f", *workers)
+    _assert_finished(env, session, _resume(env, session))
+    started = [e for e in _events(env, session) if e.type == "worker_started" and e.worker == "codex-t1"]  # type: ignore[attr-defined]
+    thread = next(
+        e.data.id for e in _events(env, session) if e.type == "cli_session" and e.worker == "codex-t1"
+    )  # type: ignore[attr-defined]
+    assert len(started) >= 2
+    assert "resume" in started[1].data.argv and thread in started[1].data.argv  # type: ignore[attr-defined]
+
+
+def test_kill_9_during_planning_then_resume_plans_and_finishes(env: dict[str, str]) -> None:
+    """Killed before the plan was recorded: resume plans again and finishes the session."""
+    proc = _start(env)
+    workspace = Path(env["ORCH_WORKSPACE"])
+    deadline = time.monotonic() + 120
+    session = ""
+    while not session and time.monotonic() < deadline:
+        for found in _sessions(workspace):
+            if any(e.worker == "planner" and e.type == "worker_started" for e in _events(env, found)):  # type: ignore[attr-defined]
+                session = found
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert session
+    planned_before = any(e.type == "plan_ready" for e in _events(env, session))  # type: ignore[attr-defined]
+    _assert_finished(env, session, _resume(env, session))
+    plans = [e for e in _events(env, session) if e.type == "plan_ready"]  # type: ignore[attr-defined]
+    assert len(plans) == 1 or not planned_before
