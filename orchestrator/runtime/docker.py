@@ -56,6 +56,7 @@ _NS = 1_000_000_000
 _WAIT_CHUNK_S = 5.0  # a cancelled wait frees its thread within this time
 _FRAGMENT = 16 * 1024  # the daemon cuts longer lines into messages of this size
 _PIPE_LIMIT = 8192  # lines buffered per stream before the reader thread waits for the consumer
+_YIELD_EVERY = 256  # lines handed out in a row before the stream lets the event loop run
 # ``local``, not ``json-file``: json-file stores each 16 KiB fragment as a JSON string, which turns a
 # UTF-8 character cut by the fragment boundary into two U+FFFD; ``local`` keeps the bytes.
 _LOG_CONFIG = LogConfig(type="local", config={"max-size": "64m", "max-file": "4"})
@@ -391,7 +392,9 @@ class DockerRuntime:
         try:
             ended = 0
             while ended < len(followers):
-                for item in await pipe.take():
+                for index, item in enumerate(await pipe.take()):
+                    if index and not index % _YIELD_EVERY:
+                        await asyncio.sleep(0)  # a burst must not starve the loop (flusher, readers)
                     if isinstance(item, _End):
                         ended += 1
                     elif isinstance(item, BaseException):
