@@ -6,6 +6,7 @@ a module-level singleton.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -41,12 +42,21 @@ def get_optional_runner(request: Request) -> SessionRunner | None:
     return runner
 
 
-def get_runner(runner: Annotated[SessionRunner | None, Depends(get_optional_runner)]) -> SessionRunner:
-    """The runner, or 503 when this server was started without one (read-only)."""
+def get_runner(
+    request: Request, runner: Annotated[SessionRunner | None, Depends(get_optional_runner)]
+) -> SessionRunner:
+    """The runner, or 503 when this server was started without one (read-only) or is shutting down
+    (it starts and changes nothing more: its sessions are being interrupted, resumable)."""
     if runner is None:
         raise EnvironmentProblem(
             "this server only reads sessions: it was started without a session runner; "
             "start it with `orchestrate serve` to start and steer sessions"
+        )
+    shutting_down: asyncio.Event = request.app.state.shutting_down
+    if shutting_down.is_set():
+        raise EnvironmentProblem(
+            "the server is shutting down and changes nothing more; retry once it is back "
+            "(its sessions are interrupted and can be resumed then)"
         )
     return runner
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -23,6 +23,7 @@ from orchestrator.coordinator import Orchestrator, SessionOptions
 from orchestrator.decisions import submit_decision
 from orchestrator.errors import (
     ConfigError,
+    EnvironmentProblem,
     OrchestratorError,
     SessionLocked,
     StateConflict,
@@ -37,23 +38,41 @@ from orchestrator.store import EventReader, EventWriter
 
 log = get_logger(__name__)
 T = TypeVar("T")
+STOP_MARGIN_S = 10.0  # beyond the workers' grace period: the model server, proxies, network
+
+
+def shipped_scenarios() -> Path:
+    """The folder of the scenarios shipped with the project (``orchestrator/scenarios``)."""
+    return Path(str(files("orchestrator") / "scenarios"))
+
+
+def find_scenario(folders: Sequence[Path], name: object) -> Path:
+    """The scenario ``name`` (a file's stem) in ``folders``, the first folder winning; anything else,
+    a path included, is refused: the API never names a file."""
+    known: dict[str, Path] = {}
+    for folder in reversed(folders):
+        known.update({p.stem: p for p in folder.glob("*.toml")})
+    if not isinstance(name, str) or name not in known:
+        raise ConfigError(
+            f"options.scenario {name!r} is not a shipped scenario; choose one of: {', '.join(sorted(known))}"
+        )
+    return known[name]
 
 
 def shipped_scenario(name: object) -> Path:
     """The path of a scenario shipped with the project; anything else is refused (no paths from the API)."""
-    folder = Path(str(files("orchestrator") / "scenarios"))
-    known = sorted(p.stem for p in folder.glob("*.toml"))
-    if not isinstance(name, str) or name not in known:
-        raise ConfigError(
-            f"options.scenario {name!r} is not a shipped scenario; choose one of: {', '.join(known)}"
-        )
-    return folder / f"{name}.toml"
+    return find_scenario((shipped_scenarios(),), name)
 
 
 @dataclass
 class _Live:
     orchestrator: Orchestrator | None
     task: asyncio.Task[object]
+
+    def finished(self) -> bool:
+        """The session recorded ``session_finished`` (its task may still be tearing down)."""
+        writer = self.orchestrator._writer if self.orchestrator is not None else None
+        return writer is not None and writer.state.finished
 
 
 @dataclass
@@ -62,12 +81,17 @@ class ServerRunner:
 
     settings: Settings
     runtime: Runtime
+    # where ``options.scenario`` names are looked up (tests add a folder of their own)
+    scenario_dirs: tuple[Path, ...] = field(default_factory=lambda: (shipped_scenarios(),))
     _live: dict[str, _Live] = field(default_factory=dict)
+    _closing: bool = False
 
     async def start(self, request: StartSession) -> str:
+        if self._closing:
+            raise EnvironmentProblem("the server is shutting down; start the session again once it is back")
         session_id = new_session_id()
         options = request.options
-        scenario = shipped_scenario(options["scenario"]) if "scenario" in options else None
+        scenario = self.scenario(options["scenario"]) if "scenario" in options else None
         chosen = (
             tuple(request.agents) if request.agents else (AgentName.CLAUDE, AgentName.CODEX, AgentName.GEMINI)
         )
@@ -79,31 +103,23 @@ class ServerRunner:
         )  # fmt: skip
         if scenario is None:
             check_credentials(self.settings, chosen)
-        host = SessionHost(self.settings, self.runtime)
         ready: asyncio.Queue[Orchestrator] = asyncio.Queue()
+        host = SessionHost(self.settings, self.runtime, on_orchestrator=ready.put_nowait)
 
         async def work() -> object:
+            # SessionHost.run: the session's network and egress proxies, released when it ends
             if scenario is not None:
                 async with host.model_server(session_id, scenario) as scripted:
-                    local = SessionHost(scripted, self.runtime, host.interrupt)
-                    return await self._run(local, session_id, request.prompt, run_options, ready)
-            return await self._run(host, session_id, request.prompt, run_options, ready)
+                    local = SessionHost(scripted, self.runtime, host.interrupt, host.on_orchestrator)
+                    return await local.run(request.prompt, run_options, session_id)
+            return await host.run(request.prompt, run_options, session_id)
 
         await self._launch(session_id, work, ready)
         return session_id
 
-    async def _run(
-        self,
-        host: SessionHost,
-        session_id: str,
-        prompt: str,
-        options: SessionOptions,
-        ready: asyncio.Queue[Orchestrator],
-    ) -> object:
-        network = await host.prepare_network(session_id)
-        orchestrator = host.orchestrator(session_id, options.repo, network)
-        ready.put_nowait(orchestrator)
-        return await orchestrator.run(prompt, options)
+    def scenario(self, name: object) -> Path:
+        """The scenario file ``options.scenario`` names, from ``scenario_dirs``."""
+        return find_scenario(self.scenario_dirs, name)
 
     async def _launch(
         self, session_id: str, work: Callable[[], Awaitable[object]], ready: asyncio.Queue[Orchestrator]
@@ -155,6 +171,8 @@ class ServerRunner:
 
     async def resume(self, session_id: str) -> None:
         paths = SessionPaths.of(self.settings.workspace, session_id)
+        if self._closing:
+            raise EnvironmentProblem("the server is shutting down; resume the session once it is back")
         if session_id in self._live:
             raise SessionLocked(f"session {session_id} already runs in this server")
         state = EventReader(paths).state()
@@ -203,14 +221,26 @@ class ServerRunner:
         return True
 
     async def aclose(self) -> None:
-        """Server shutdown: interrupt every session here (resumable), close the runtime."""
+        """Server shutdown: refuse new sessions, interrupt every session here (``session_interrupted``,
+        workers stopped within the grace period: resumable), close the runtime.
+
+        Returns within ``grace_period_s + STOP_MARGIN_S``: a session still stopping then is left as it
+        is (its containers keep running; a resume re-attaches them).
+        """
+        self._closing = True
         tasks = []
         for live in list(self._live.values()):
+            tasks.append(live.task)
+            if live.finished():  # only its teardown is left (model server, proxies, network): let it end
+                continue
             if live.orchestrator is not None:
                 live.orchestrator.interrupt.signal = "SIGTERM"
             live.task.cancel()
-            tasks.append(live.task)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.settings.grace_period_s + STOP_MARGIN_S)
+            if pending:
+                log.warning("runner.sessions_still_stopping", sessions=len(pending),
+                            detail="their containers keep running; resume re-attaches them")  # fmt: skip
         with contextlib.suppress(Exception):
             await self.runtime.close()
 
