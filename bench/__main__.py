@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BenchSetupError, OrchestratorError) as err:
         print(f"bench: {err}", file=sys.stderr)
         return 1
+    results.machine["load_avg_at_end"] = list(os.getloadavg())
     out = output_path(args)
     write_results(results, out)
     print(render_text(results.figures))

@@ -136,13 +136,20 @@ def render_markdown(figures: Sequence[Figure], machine: dict[str, Any], when: st
         f"Run of {when} ({mode}) on: {machine.get('cpu_model', '?')}, {machine.get('cores', '?')} cores, "
         f"{machine.get('ram_gib', '?')} GiB RAM, Docker {machine.get('docker_version', '?')} "
         f"({machine.get('storage_driver', '?')}, cgroup v{machine.get('cgroup_version', '?')}), "
-        f"Python {machine.get('python', '?')}, kernel {machine.get('kernel', '?')}.",
+        f"Python {machine.get('python', '?')}, kernel {machine.get('kernel', '?')}; load average (1 min) "
+        f"{_load(machine, 'load_avg_at_start')} at the start, {_load(machine, 'load_avg_at_end')} at the end "
+        "(the machine is shared).",
         "",
         "| " + " | ".join(table[0]) + " |",
         "|" + "|".join("---" for _ in table[0]) + "|",
     ]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table[1:]]
     return "\n".join(lines)
+
+
+def _load(machine: dict[str, Any], key: str) -> str:
+    found = machine.get(key)
+    return f"{found[0]:.1f}" if isinstance(found, list) and found else "?"
 
 
 def _cpu_model() -> str:
