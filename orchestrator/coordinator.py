@@ -515,9 +515,10 @@ class Orchestrator:
                     fix = Job(worker=job.worker, agent=job.agent, prompt=build_fix_prompt(findings),
                               workdir=job.workdir, task_id=task.id, writable=True, timeout_s=job.timeout_s)  # fmt: skip
                     state = self.writer.state.workers.get(job.worker)
-                    outcome = await self._supervisor.run(
-                        fix, resume_id=state.cli_session_id if state else None
-                    )
+                    outcome = await self._supervisor.run(  # on the rung the author's work reached
+                        fix, rung=state.rung if state else None, resume_prompt=fix.prompt,
+                        resume_id=state.cli_session_id if state else None,
+                    )  # fmt: skip
                     if not outcome.ok:
                         self._finish_task(
                             task, ev.TaskFinished(status="failed", summary=outcome.error or "fix failed")
@@ -614,6 +615,9 @@ class Orchestrator:
         statuses = [state.tasks.get(t.id, "pending") for t in state.plan.tasks] if state.plan else []
         if stopped:
             outcome, summary = "stopped", stopped
+            for task in state.plan.tasks if state.plan else []:
+                if state.tasks.get(task.id) == "running":  # its work is not merged: say so in the report
+                    self._finish_task(task, ev.TaskFinished(status="stopped", summary=stopped[:500]))
         elif failed or any(s in ("failed", "skipped") for s in statuses):
             outcome, summary = "failed", failed or "a task failed beyond recovery"
         elif any(s == "stopped" for s in statuses):

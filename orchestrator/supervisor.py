@@ -143,9 +143,18 @@ class Supervisor:
         await asyncio.gather(*(self._stop(c, grace_s) for c in list(self._containers.values())))
 
     async def run(
-        self, job: Job, *, rung: int | None = None, resume_id: str | None = None, attach: str | None = None
+        self,
+        job: Job,
+        *,
+        rung: int | None = None,
+        resume_id: str | None = None,
+        attach: str | None = None,
+        resume_prompt: str | None = None,
     ) -> Outcome:
         """Run ``job`` until it succeeds, gives up, or is stopped.
+
+        With ``resume_id`` the CLI's own session is resumed; its first prompt is ``resume_prompt``
+        (a fix round's findings) or, without one, ``CONTINUE_PROMPT``. Later attempts continue.
 
         A resumed session passes ``attach``: the container of the worker's current attempt, still
         running or exited while no orchestrator watched it; its lines are read on from the last
@@ -163,7 +172,7 @@ class Supervisor:
             attempt, memory = pending.attempt, pending.memory_bytes
             rung = pending.rung if pending.rung is not None else max(rung, state.rung)
             resume_id = state.cli_session_id if pending.kind != "restart" else None
-        prompt = CONTINUE_PROMPT if resume_id else job.prompt
+        prompt = (resume_prompt or CONTINUE_PROMPT) if resume_id else job.prompt
         deadline = asyncio.get_running_loop().time() + (job.timeout_s or self.settings.task_timeout_s)
         while True:
             if job.worker in self._stopped:
@@ -193,6 +202,10 @@ class Supervisor:
             except asyncio.CancelledError:
                 # the session is ending (a STOP, a signal): this worker's container goes with it
                 await asyncio.shield(self._stop(container, None))
+                raise
+            except Exception:
+                if job.worker in self._stopped:  # stopped for good while its observer decided (a STOP)
+                    await asyncio.shield(self._discard(job, container))
                 raise
             finally:
                 self._containers.pop(job.worker, None)
@@ -371,6 +384,15 @@ class Supervisor:
             raise
         self._containers[job.worker] = container
         return container
+
+    async def _discard(self, job: Job, container: str) -> None:
+        """Record the end of a worker stopped for good and remove its container: nothing resumes it."""
+        with contextlib.suppress(OrchestratorError):
+            await self._stop(container, None)
+            exit_info = await self.runtime.wait(container)
+            self._emit(job, ev.WorkerExited(exit_code=exit_info.exit_code, reason="stopped"))
+            await self.writer.commit()
+            await self.runtime.remove(container)
 
     async def _stop(self, container: str, grace_s: float | None) -> None:
         grace = self.settings.grace_period_s if grace_s is None else grace_s

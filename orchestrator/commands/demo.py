@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.commands.session import drive, load_settings, print_report
+from orchestrator.commands.session import ON_PAUSE, drive, load_settings, print_report
 from orchestrator.coordinator import SessionOptions
+from orchestrator.errors import UsageError
 from orchestrator.gitwork import git
 from orchestrator.images import ensure_images
 from orchestrator.paths import SessionPaths, new_session_id
@@ -49,8 +50,13 @@ def register(app: typer.Typer) -> None:
         scenario: Annotated[
             Path | None, typer.Option(help="another scenario file for the model server")
         ] = None,
+        on_pause: Annotated[
+            str, typer.Option(help="exit|stop|continue|wait: what a pause does (exit: code 4, resumable)")
+        ] = "continue",
     ) -> None:
         """Run a full session without API keys: real CLIs, scripted model server, an example repository."""
+        if on_pause not in ON_PAUSE:
+            raise UsageError(f"--on-pause {on_pause!r}: choose one of {', '.join(ON_PAUSE)}")
         settings = load_settings()
 
         def progress(step: object) -> None:
@@ -67,7 +73,7 @@ def register(app: typer.Typer) -> None:
             async with host.model_server(session_id, scenario or scenario_file()) as demo_settings:
                 local = type(host)(demo_settings, host.runtime, host.interrupt)
                 recorded = str(settings.workspace / session_id / "scenario.toml")
-                options = SessionOptions(repo=repo, on_pause="continue", model_server=recorded)
+                options = SessionOptions(repo=repo, on_pause=on_pause, model_server=recorded)  # type: ignore[arg-type]
                 report: Report = await local.run(DEMO_PROMPT, options, session_id)
                 return report
 
