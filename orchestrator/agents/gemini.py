@@ -3,10 +3,13 @@
 Ladder (POLICIES.md §2): the default approval mode (headless, Gemini does not even offer its write,
 edit and shell tools), ``--approval-mode auto_edit``, ``--approval-mode yolo``. A policy file of the
 orchestrator denies pushing, network fetches and publishing on every rung (a ``policy_violation``,
-reported ``by_policy``). Settings go to a system settings file named by
-``GEMINI_CLI_SYSTEM_SETTINGS_PATH`` (read-only; verified in the container spike): API-key auth (a base
-URL alone would select the "gateway" auth that 0.61 refuses headless, exit 41), no usage statistics or
-telemetry, no auto-update, ``general.maxAttempts`` small. A pinned model skips the model router's
+reported ``by_policy``). Settings go to the user settings file ``~/.gemini/settings.json``, mounted
+read-only over the state folder: API-key auth (a base URL alone would select the "gateway" auth that
+0.61 refuses headless, exit 41), no usage statistics or telemetry, no auto-update,
+``general.maxAttempts`` small. Not a system settings file (``GEMINI_CLI_SYSTEM_SETTINGS_PATH``): the
+CLI skips one that is not owned by root, and a server that is not root (compose.yaml) cannot give
+its files to root; the cost is that a repository's ``.gemini/settings.json`` may override these
+keys (the egress allowlist still bounds where telemetry could go). A pinned model skips the model router's
 extra classifier calls and their retries. ``GEMINI_CLI_NO_RELAUNCH`` keeps one node process (signals
 and kill-by-pid reach the CLI itself). ``~/.gemini`` holds the chats ``--resume`` reads: a state dir.
 """
@@ -40,9 +43,9 @@ LADDER: Final = (
     ("--approval-mode", "auto_edit"),
     ("--approval-mode", "yolo"),
 )
-SETTINGS_FILE: Final = f"{CONFIG_DIR}/gemini/settings.json"
-POLICY_FILE: Final = f"{CONFIG_DIR}/gemini/policy.toml"
 GEMINI_HOME: Final = f"{AGENT_HOME}/.gemini"
+SETTINGS_FILE: Final = f"{GEMINI_HOME}/settings.json"
+POLICY_FILE: Final = f"{CONFIG_DIR}/gemini/policy.toml"
 DEFAULT_MODEL: Final = "gemini-2.5-pro"
 MAX_ATTEMPTS: Final = 2  # the CLI's own attempts per request: a give-up in seconds, not minutes
 DENIED_COMMANDS: Final = (
@@ -168,7 +171,7 @@ class GeminiAdapter:
             argv += ["--include-directories", ",".join(dirs)]
         argv += ["--policy", POLICY_FILE]
         secrets = credential(self.name, "GEMINI_API_KEY", settings, api_key)
-        env = {"GEMINI_CLI_NO_RELAUNCH": "true", "GEMINI_CLI_SYSTEM_SETTINGS_PATH": SETTINGS_FILE}
+        env = {"GEMINI_CLI_NO_RELAUNCH": "true"}
         if settings.base_url:
             env["GOOGLE_GEMINI_BASE_URL"] = settings.base_url
         return CommandSpec(

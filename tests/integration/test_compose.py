@@ -1,15 +1,21 @@
-"""``compose.yaml`` on a real engine: the server image, up, healthy, sessions kept across a restart, down.
+"""``compose.yaml`` on a real engine: the server image, up, healthy, a real session, a restart, down.
 
 The stack runs under a unique project name with the settings a user writes into ``.env`` (here in a
 temp project folder): the server image's tag, a token, the Docker socket's group, host folders for
 the workspace and the repositories (mounted at the same path inside, see docs/deploy.md), a free
 port. It is driven with ``docker-compose`` (Debian bookworm's v1.29; v2 reads the same file) and
-always taken down with ``down -v``, whatever failed. Timings are printed (``pytest -s``).
+always taken down with ``down -v``, whatever failed; the containers and networks of its sessions are
+removed by label.
+
+The credential-free demo runs through the API of the containerised server: the server starts the
+worker containers through the host's socket as siblings, which mount the task clones by their host
+paths (the same-path workspace). The images are built on the host first (the ``images`` fixture,
+as ``orchestrate images build``): the server image has no docker CLI or npm, and the server never
+builds. Timings are printed (``pytest -s``).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -24,19 +30,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.commands.serve import RUNNER_MODULE
+from orchestrator.commands.demo import DEMO_PROMPT, example_repo
 from orchestrator.config import Settings
+from orchestrator.gitwork import git
 from orchestrator.images import BuildStep, ensure_images, image_refs
 from orchestrator.models import SessionCreated, SessionFinished
 from orchestrator.paths import SessionPaths, new_session_id
-from orchestrator.store import EventWriter
+from orchestrator.store import EventReader, EventWriter
 from tests.conftest import IN_CI
+from tests.support.served import remove_sessions, running_containers
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 SERVER_UID = 10001  # the image's own user; compose's ORCH_UID picks it here
 TOKEN = "compose-test-token-" + uuid.uuid4().hex
 HEALTHY_WITHIN_S = 90.0
+SESSION_WITHIN_S = 420.0
+pytestmark = pytest.mark.timeout(900)
 
 
 def compose_command() -> list[str]:
@@ -48,15 +58,6 @@ def compose_command() -> list[str]:
     if IN_CI:
         pytest.fail(f"CI=true but {message}")
     pytest.skip(message)
-
-
-def runner_available() -> bool:
-    """Whether ``orchestrate serve`` gets a session runner (the coordinator's ``make_runner``)."""
-    try:
-        module = importlib.import_module(RUNNER_MODULE)
-    except ModuleNotFoundError:
-        return False
-    return hasattr(module, "make_runner")
 
 
 def free_port() -> int:
@@ -128,8 +129,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(server_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """``up -d`` of compose.yaml, healthy; ``down -v`` afterwards whatever happened."""
+def stack(
+    server_image: str, images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """``up -d`` of compose.yaml, healthy (the agent images built on the host first); ``down -v``
+    afterwards and every session's containers and network removed by label, whatever happened."""
     command = compose_command()
     folder = tmp_path_factory.mktemp("compose")
     workspace, repos = folder / "workspace", folder / "repos"
@@ -158,6 +162,7 @@ def stack(server_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         stack.timings["healthy after up"] = stack.wait_healthy()
         yield stack
     finally:
+        remove_sessions(workspace)
         started = time.monotonic()
         down = stack.run("down", "-v", "--remove-orphans", check=False)
         stack.timings["down -v"] = time.monotonic() - started
@@ -178,17 +183,36 @@ def write_session(workspace: Path, prompt: str) -> str:
     return session_id
 
 
-def make_repo(path: Path) -> Path:
-    """A git repository with one commit, owned by the server's uid (git refuses others' repositories)."""
-    path.mkdir()
-    identity = ["-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    subprocess.run(["git", "init", "-q", str(path)], check=True)
-    (path / "README.md").write_text("demo\n")
-    subprocess.run(["git", "-C", str(path), "add", "README.md"], check=True)
-    subprocess.run(["git", "-C", str(path), *identity, "commit", "-q", "-m", "first"], check=True)
+def server_owned(path: Path) -> Path:
+    """``path`` and everything in it handed to the server's uid (git refuses others' repositories)."""
     for item in [path, *path.rglob("*")]:
         os.chown(item, SERVER_UID, SERVER_UID, follow_symlinks=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def demo_session(stack: Stack) -> str:
+    """The credential-free demo started through the containerised server's API, run to its end
+    (``POST /api/sessions`` with ``options.scenario = "demo"``); its id."""
+    repo = server_owned(example_repo(stack.repos / "example"))
+    body = {"prompt": DEMO_PROMPT, "repo": str(repo), "options": {"scenario": "demo"}}
+    with stack.client() as client:
+        started = time.monotonic()
+        answer = client.post("/api/sessions", json=body, timeout=120)
+        assert answer.status_code == 202, answer.text
+        session_id: str = answer.json()["session_id"]
+        stack.timings["demo: POST /api/sessions"] = time.monotonic() - started
+        status = None
+        while time.monotonic() - started < SESSION_WITHIN_S:
+            status = client.get(f"/api/sessions/{session_id}").json()["status"]
+            if status in ("succeeded", "failed", "stopped"):
+                break
+            time.sleep(1)
+        stack.timings["demo: POST to finished"] = time.monotonic() - started
+    assert status == "succeeded", stack.run("logs", "--tail", "60", "server", check=False).stdout
+    while running_containers(session_id) and time.monotonic() - started < SESSION_WITHIN_S:
+        time.sleep(0.5)  # the model server and proxies go after session_finished
+    return session_id
 
 
 def test_compose_config_refuses_a_missing_token_with_the_fix() -> None:
@@ -277,29 +301,48 @@ def test_the_server_reaches_the_engine_through_the_socket_as_non_root(stack: Sta
     assert (0, f"{SERVER_UID} True") == (done.returncode, done.stdout.strip()), done.stderr
 
 
-def test_sessions_survive_a_restart(stack: Stack) -> None:
-    """A session in the workspace is listed and readable; after ``restart`` (healthy again) it still is.
-
-    A session started through the API is kept too once the coordinator provides the runner (which may
-    refuse a start here, with no agent credentials, but only with an error from the tree); until then
-    the server is read-only and ``POST /api/sessions`` answers 503 with the reason.
-    """
-    written = write_session(stack.workspace, "written on the host, read in the container")
-    repo = make_repo(stack.repos / "demo")
+def test_a_demo_session_runs_in_the_containerised_server(stack: Stack, demo_session: str) -> None:
+    """The server in its container ran the demo: its workers were sibling containers of the host's
+    engine that wrote into the task clones through their host paths, so both files are merged on
+    ``orch/<session>`` of the repository, the report lists three succeeded tasks, and nothing of the
+    session keeps running."""
     with stack.client() as client:
-        started = client.post("/api/sessions", json={"prompt": "say hello", "repo": str(repo)})
+        report = client.get(f"/api/sessions/{demo_session}/report")
+    assert report.status_code == 200, report.text
+    tasks = [(t["id"], t["agent"], t["status"]) for t in report.json()["tasks"]]
+    assert tasks == [
+        ("t1", "gemini", "succeeded"),
+        ("t2", "codex", "succeeded"),
+        ("t3", "claude", "succeeded"),
+    ]
+    repo = stack.repos / "example"
+    merged = git(repo, "ls-tree", "--name-only", f"orch/{demo_session}").stdout.split()
+    assert {"greeting.py", "NOTES.md"} <= set(merged)
+    events = list(EventReader(SessionPaths.of(stack.workspace, demo_session)).read())
+    started = [e for e in events if e.type == "worker_started"]
+    assert {e.worker for e in started} >= {"planner", "gemini-t1", "codex-t2", "claude-t3"}
+    assert running_containers(demo_session) == []
+
+
+def test_a_session_without_credentials_is_refused_with_the_fix(stack: Stack) -> None:
+    """No agent key is configured in the stack: a start without a scenario answers 503
+    ``credentials_missing`` naming the setting, before anything runs."""
+    repo = server_owned(example_repo(stack.repos / "needs-keys"))
+    with stack.client() as client:
+        answer = client.post("/api/sessions", json={"prompt": "say hello", "repo": str(repo)})
+    error = answer.json()["error"]
+    assert (answer.status_code, error["code"]) == (503, "credentials_missing")
+    assert "ORCH_CLAUDE__API_KEY" in error["message"]
+
+
+def test_sessions_survive_a_restart(stack: Stack, demo_session: str) -> None:
+    """A session written on the host and the demo run by the server are listed and readable; after
+    ``restart`` (healthy again) they still are."""
+    written = write_session(stack.workspace, "written on the host, read in the container")
+    with stack.client() as client:
         listed = {s["id"] for s in client.get("/api/sessions").json()["sessions"]}
         state = client.get(f"/api/sessions/{written}").json()
-    expected_ids = {written}
-    if not runner_available():
-        assert (started.status_code, started.json()["error"]["code"]) == (503, "environment")
-    elif started.status_code == 202:
-        expected_ids.add(started.json()["session_id"])
-    else:
-        # No agent credentials are configured here: the runner may refuse the start, but only with an
-        # error from the one tree (its status and JSON body), never a server error.
-        assert started.status_code in (400, 409, 422, 503), started.text
-        assert set(started.json()["error"]) == {"code", "message"}
+    expected_ids = {written, demo_session}
     assert expected_ids <= listed
     assert (state["status"], state["prompt"]) == ("succeeded", "written on the host, read in the container")
 
@@ -314,3 +357,19 @@ def test_sessions_survive_a_restart(stack: Stack) -> None:
         events = client.get(f"/api/sessions/{written}/events").json()["events"]
     assert expected_ids <= again
     assert [e["type"] for e in events] == ["session_created", "session_finished"]
+
+
+def test_stop_ends_the_server_gracefully_with_exit_0(stack: Stack) -> None:
+    """``stop`` sends SIGTERM: the server shuts down by itself within compose's stop_grace_period and
+    exits 0 (not killed); ``start`` brings it back healthy."""
+    container = stack.container()
+    started_at = time.monotonic()
+    stack.run("stop")
+    stack.timings["stop"] = time.monotonic() - started_at
+    state = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.ExitCode}} {{.State.OOMKilled}}", container],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert state.stdout.split() == ["0", "false"]
+    stack.run("start")
+    stack.timings["healthy after start"] = stack.wait_healthy()

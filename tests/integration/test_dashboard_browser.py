@@ -37,7 +37,7 @@ from api.testing import FakeSessionRunner, serve
 from orchestrator.commands.demo import example_repo
 from orchestrator.config import Settings
 from orchestrator.gitwork import git
-from orchestrator.models import HumanDecision
+from orchestrator.models import HumanDecision, SessionInterrupted
 from orchestrator.paths import SessionPaths
 from orchestrator.runner import ServerRunner, shipped_scenarios
 from orchestrator.runtime import make_runtime
@@ -228,6 +228,27 @@ async def test_a_paused_real_session_continues_from_the_page(
     decided = [(e.data.action, e.data.note) for e in events if isinstance(e.data, HumanDecision)]
     assert decided == [("continue", "the wording is fine, go on")]
     assert git(repo, "show", f"orch/{session_id}:farewell.py").stdout.startswith("def farewell(name: str)")
+
+
+async def test_an_interrupted_session_offers_resume(browser: Browser, settings: Settings) -> None:
+    """A session interrupted by a server shutdown shows Resume; Resume reaches the runner's resume
+    (a ``session_resumed`` event) and the page then shows it running, without the button."""
+    runner = FakeSessionRunner(settings)
+    async with serve(create_app(settings, runner)) as url, open_page(browser) as page:
+        errors = watch_for_errors(page)
+        session_id = await runner.create(prompt="a session the server left behind")
+        await runner.emit(session_id, "orchestrator", SessionInterrupted(signal="SIGTERM"))
+        runner.writers.pop(session_id).close()  # its server went away
+        await page.goto(f"{url}/#/s/{session_id}")
+        await expect(header_badge(page)).to_have_text("interrupted")
+        async with page.expect_response(lambda r: r.url.endswith("/resume")) as answer:
+            await page.get_by_role("button", name="Resume").click()
+        assert (await answer.value).status == 202
+        await expect(header_badge(page)).to_have_text("running")
+        await expect(page.get_by_role("button", name="Resume")).to_be_hidden()
+        assert errors == []
+    kinds = [e.type for e in EventReader(SessionPaths.of(settings.workspace, session_id)).read()]
+    assert kinds == ["session_created", "session_interrupted", "session_resumed"]
 
 
 async def test_an_unknown_session_shows_the_servers_message(browser: Browser, settings: Settings) -> None:

@@ -80,8 +80,7 @@ def test_the_key_travels_only_as_a_secret(agent: str, variable: str, rung: int) 
                     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_ERROR_REPORTING": "1",
                     "CLAUDE_CODE_MAX_RETRIES": "2", "TMPDIR": "/tmp"}),
         ("codex", {"TMPDIR": "/tmp"}),
-        ("gemini", {"GOOGLE_GEMINI_BASE_URL": BASE, "GEMINI_CLI_NO_RELAUNCH": "true",
-                    "GEMINI_CLI_SYSTEM_SETTINGS_PATH": "/etc/orchestrator/gemini/settings.json"}),
+        ("gemini", {"GOOGLE_GEMINI_BASE_URL": BASE, "GEMINI_CLI_NO_RELAUNCH": "true"}),
     ],
 )  # fmt: skip
 def test_quiet_environment(agent: str, env: dict[str, str]) -> None:
@@ -95,7 +94,7 @@ def test_quiet_environment(agent: str, env: dict[str, str]) -> None:
         ("claude", ["/tmp"], ["/home/agent/.claude"], []),
         ("codex", ["/tmp"], ["/home/agent/.codex"], ["/etc/codex/config.toml"]),
         ("gemini", ["/tmp"], ["/home/agent/.gemini"],
-         ["/etc/orchestrator/gemini/settings.json", "/etc/orchestrator/gemini/policy.toml"]),
+         ["/home/agent/.gemini/settings.json", "/etc/orchestrator/gemini/policy.toml"]),
     ],
 )  # fmt: skip
 def test_paths_the_cli_needs(agent: str, writable: list[str], state: list[str], files: list[str]) -> None:
@@ -270,7 +269,7 @@ def test_codex_without_base_url_uses_the_public_api() -> None:
 def test_gemini_settings_file() -> None:
     """API-key auth (a base URL alone selects the refused gateway auth), quiet, two attempts."""
     spec = get_adapter("gemini").build_command(PROMPT, 0, settings=settings())
-    assert json.loads(spec.files["/etc/orchestrator/gemini/settings.json"]) == {
+    assert json.loads(spec.files["/home/agent/.gemini/settings.json"]) == {
         "security": {"auth": {"selectedType": "gemini-api-key"}},
         "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False, "maxAttempts": 2},
         "privacy": {"usageStatisticsEnabled": False},

@@ -1,4 +1,4 @@
-"""``ServerRunner`` at server shutdown, and the scenario names a request may use (FakeRuntime)."""
+"""``ServerRunner`` as ``orchestrate serve`` uses it: shutdown, scenario names, a missing image (FakeRuntime)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
+from api.app import create_app
 from api.runner import StartSession
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError, EnvironmentProblem
+from orchestrator.errors import ConfigError, EnvironmentProblem, ImageMissing
 from orchestrator.gitwork import git
 from orchestrator.models import events as ev
 from orchestrator.paths import SessionPaths
 from orchestrator.runner import ServerRunner, shipped_scenarios
 from orchestrator.runtime import FakeProcess, FakeRuntime
+from orchestrator.runtime.spec import ContainerSpec
 from orchestrator.store import EventReader
 from tests.support.fake_agents import FakeAgents, plan, task
 
@@ -125,3 +128,31 @@ def test_anything_but_a_known_name_is_refused_with_the_choices(tmp_path: Path, g
         runner.scenario(garbage)
     assert "choose one of: " in error.value.message
     assert "demo" in error.value.message.split("choose one of: ")[1].split(", ")
+
+
+def test_a_missing_image_is_a_503_naming_the_build_command_and_nothing_is_built(tmp_path: Path) -> None:
+    """The server never builds images: the demo's model server image is missing, so the start answers
+    503 ``image_missing`` with the runtime's fix (``orchestrate images build``), and nothing runs."""
+    repo, settings = make_repo(tmp_path), make_settings(tmp_path)
+    missing = ImageMissing(
+        "image 'meta-orchestrator-modelserver:x' is not built; run `orchestrate images build`"
+    )
+
+    def script(spec: ContainerSpec) -> FakeProcess:
+        return FakeProcess(start_error=missing)
+
+    runtime = FakeRuntime(script=script)
+    runner = ServerRunner(settings, runtime)
+
+    async def scenario() -> httpx.Response:
+        app = create_app(settings, runner)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = {"prompt": "p", "repo": str(repo), "options": {"scenario": "demo"}}
+            answer = await client.post("/api/sessions", json=body)
+        await runner.aclose()
+        return answer
+
+    answer = asyncio.run(scenario())
+    assert (answer.status_code, answer.json()["error"]["code"]) == (503, "image_missing")
+    assert "orchestrate images build" in answer.json()["error"]["message"]
+    assert [c.name for c in runtime.containers.values() if c.status == "running"] == []
