@@ -43,6 +43,7 @@ def begin_shutdown(app: FastAPI) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.loop = asyncio.get_running_loop()
+    app.state.shutting_down.clear()  # an app served again (tests reuse one) accepts changes again
     log.info("api.started", workspace=str(app.state.settings.workspace), auth=app.state.token_check.token is not None,
              runner=app.state.runner is not None)  # fmt: skip
     try:
