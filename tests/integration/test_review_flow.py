@@ -6,7 +6,8 @@ of the way) and checks what the review decided, what it did about it and what is
 
 1. both reviewers approve: CONTINUE (rule 4), the file is on ``orch/<session>``;
 2. request_changes: WARN (rule 3), the author's own CLI session is resumed with the findings (one
-   fix round), the second review approves: CONTINUE, merged (with each CLI as the author);
+   fix round), the second review approves: CONTINUE, merged (with each CLI as the author); a
+   writer escalated from rung 0 gets its fix round on the rung its work reached;
 3. one reject of two: PAUSE (rule 2); ``--on-pause exit`` exits 4; ``orchestrate decide ID
    continue`` then ``orchestrate resume ID`` merges, exit 0; deciding again is refused (exit 2);
 4. a critical security finding: STOP (rule 1), exit 3, nothing merged, nothing of the session left;
