@@ -32,13 +32,17 @@ def _restart_engine() -> None:
     subprocess.run([str(ROOT / "scripts" / "docker-engine")], check=True, timeout=180)
 
 
-def test_an_engine_restart_mid_session_fails_clearly_and_resume_finishes(tmp_path: Path, images: dict[str, str]) -> None:
+def test_an_engine_restart_mid_session_fails_clearly_and_resume_finishes(
+    tmp_path: Path, images: dict[str, str]
+) -> None:
     """The run ends (never hangs) with the engine error named; the log is gap-free; resume succeeds."""
     workspace = tmp_path / "ws"
     env = {**os.environ, "ORCH_WORKSPACE": str(workspace), "ORCH_RECOVERY__WRITER_START_RUNG": "2",
            "ORCH_REVIEW__ENABLED": "false", "ORCH_GRACE_PERIOD_S": "3"}  # fmt: skip
     argv = [sys.executable, "-m", "orchestrator.main", "demo", "--json", "--scenario", str(SCENARIO)]
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     session = ""
     deadline = time.monotonic() + 180
     while not session and time.monotonic() < deadline:
