@@ -43,16 +43,21 @@ def begin_shutdown(app: FastAPI) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.loop = asyncio.get_running_loop()
-    app.state.shutting_down.clear()  # an app served again (tests reuse one) accepts changes again
+    # An app served again, or twice at once (tests reuse one), accepts changes while any serving runs:
+    # only the end of the last one shuts it down.
+    app.state.serving += 1
+    app.state.shutting_down.clear()
     log.info("api.started", workspace=str(app.state.settings.workspace), auth=app.state.token_check.token is not None,
              runner=app.state.runner is not None)  # fmt: skip
     try:
         yield
     finally:
-        app.state.shutting_down.set()
-        runner: SessionRunner | None = app.state.runner
-        if runner is not None:
-            await runner.aclose()
+        app.state.serving -= 1
+        if app.state.serving == 0:
+            app.state.shutting_down.set()
+            runner: SessionRunner | None = app.state.runner
+            if runner is not None:
+                await runner.aclose()
         log.info("api.stopped")
 
 
@@ -77,6 +82,7 @@ def create_app(
     app.state.stream_policy = stream_policy or StreamPolicy()
     app.state.token_check = TokenCheck(token)
     app.state.shutting_down = asyncio.Event()
+    app.state.serving = 0
     app.state.loop = None
     install_error_handlers(app)
     app.include_router(pages.router)

@@ -78,6 +78,8 @@ async def read_stream(client: httpx.AsyncClient, url: str, headers: dict[str, st
                 messages.extend(parse_sse(block + "\n\n"))
             if stop_after is not None and sum("id" in m for m in messages) >= stop_after:
                 break
+    while messages and messages[-1].get("event") == "ping":
+        messages.pop()  # a keep-alive ping runs beside the events and may land just before the close
     return messages
 
 
