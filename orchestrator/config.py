@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, description="bearer token of the API")
     flush_interval_s: float = Field(default=0.005, ge=0, description="longest wait before a batch is fsynced")
     snapshot_every: int = Field(default=10_000, ge=100, description="events between state snapshots")
-    log_level: str = Field(default="info", description="structlog level")
+    log_level: str = Field(default="warning", description="structlog level (debug, info, warning, error)")
     limits: LimitSettings = Field(
         default_factory=LimitSettings, description="container resources (ORCH_LIMITS__*)"
     )
