@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from orchestrator.agents import get_adapter
 from orchestrator.agents.base import AgentAdapter, CommandSpec, StreamParser
 from orchestrator.config import Settings
-from orchestrator.errors import ContainerNotFound, OrchestratorError
+from orchestrator.errors import ContainerNotFound, OrchestratorError, RuntimeFailure
 from orchestrator.log import get_logger
 from orchestrator.models import AgentEvent, AgentState, EventData, RecoveryAction
 from orchestrator.models import events as ev
@@ -31,7 +31,7 @@ from orchestrator.models.common import AgentName
 from orchestrator.models.events import ExitReason
 from orchestrator.recovery import ExitInfo as RecoveryExit
 from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
-from orchestrator.runtime import Runtime
+from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
 from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine
 from orchestrator.store import EventWriter
 
@@ -374,7 +374,11 @@ class Supervisor:
         )  # fmt: skip
 
     async def _start(self, job: Job, spec: ContainerSpec) -> str:
-        """Start a container; if cancelled meanwhile, the container is still stopped, never leaked."""
+        """Start a container; if cancelled meanwhile, the container is still stopped, never leaked.
+
+        A container of the same worker and attempt left by a process killed before it recorded the
+        start (its name is taken, none of its lines were stored) is removed first and the start retried.
+        """
         starting = asyncio.ensure_future(self.runtime.start(spec))
         try:
             container = await asyncio.shield(starting)
@@ -382,6 +386,14 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._stop(await starting, None))
             raise
+        except RuntimeFailure:
+            keys = (SESSION_LABEL, WORKER_LABEL, ATTEMPT_LABEL)
+            leftovers = await self.runtime.find({k: spec.labels[k] for k in keys if k in spec.labels})
+            if not leftovers:
+                raise
+            for info in leftovers:
+                await self.runtime.remove(info.id)
+            return await self._start(job, spec)
         self._containers[job.worker] = container
         return container
 
