@@ -12,6 +12,7 @@ Containers and networks carry the label ``orchestrator.test`` and are removed by
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -112,6 +113,13 @@ def run_cli(
         host.write_bytes(content)
         host.chmod(0o644)
         mounts.append(Mount(path, str(host), type="bind", read_only=True))
+    for index, path in enumerate(spec.state_dirs):
+        # the CLI's state folder is a writable mount, as in production (orchestrator/launch.py): a
+        # read-only file mounted inside the home tmpfs would otherwise leave its folder root-owned
+        state = files / f"state-{index}"
+        state.mkdir(exist_ok=True)
+        os.chown(state, 1000, 1000)
+        mounts.append(Mount(path, str(state), type="bind"))
     container = client.containers.run(
         image,
         spec.argv,
