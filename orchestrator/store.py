@@ -20,22 +20,23 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import itertools
 import os
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 import orjson
 from pydantic import ValidationError
 
 from orchestrator.errors import SessionLocked, SessionNotFound, StoreError, StoreFull
 from orchestrator.log import REDACTOR, Redactor, get_logger
-from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, utcnow
+from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, apply_output, utcnow
 from orchestrator.paths import SessionPaths
+from orchestrator.recent_events import RecentEvents, Stored
 
 log = get_logger(__name__)
 SNAPSHOT_VERSION = 1
@@ -224,53 +225,20 @@ class EventReader:
         return events, offset
 
 
+@dataclass(slots=True)
+class _OutputFold:
+    """What folding one ``output`` line needs (``apply_output``), kept instead of an event."""
+
+    worker: str
+    task_id: str | None
+    stream: str
+    ts: datetime
+
+
 @dataclass
 class _Batch:
-    events: list[AgentEvent] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """A durable event as its line in the log says it (``text``), and the byte offset after the line."""
-
-    event: AgentEvent
-    text: str
-    end: int
-
-
-class _Recent:
-    """The last durable events of a writer, at most ``max_events`` and about ``max_bytes`` of text."""
-
-    def __init__(self, last_seq: int, max_events: int, max_bytes: int) -> None:
-        self._items: deque[Stored] = deque()
-        self._last = last_seq
-        self._bytes = 0
-        self._max_events, self._max_bytes = max_events, max_bytes
-        self._lock = threading.Lock()
-
-    def add(self, items: list[Stored]) -> None:
-        with self._lock:
-            self._items.extend(items)
-            self._bytes += sum(len(item.text) for item in items)
-            self._last = items[-1].event.seq if items else self._last
-            while self._items and (len(self._items) > self._max_events or self._bytes > self._max_bytes):
-                self._bytes -= len(self._items.popleft().text)
-
-    def since(self, after: int) -> list[Stored] | None:
-        with self._lock:
-            if after >= self._last:
-                return []
-            if not self._items or after < self._items[0].event.seq - 1:
-                return None
-            return list(itertools.islice(self._items, after - self._items[0].event.seq + 1, None))
-
-    def text_of(self, event: AgentEvent) -> str | None:
-        with self._lock:
-            index = event.seq - self._items[0].event.seq if self._items else -1
-            if 0 <= index < len(self._items) and self._items[index].event is event:
-                return self._items[index].text
-        return None
+    items: list[Stored] = field(default_factory=list)
+    outputs: dict[int, _OutputFold] = field(default_factory=dict)  # seq -> how to fold an output line
 
 
 class EventWriter:
@@ -289,10 +257,11 @@ class EventWriter:
         self._next_seq = state.last_seq + 1
         self._pending = _Batch()
         self._guard = threading.Lock()
+        self._json_ids: dict[tuple[str, str | None], str] = {}
         self._write_lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
         self._has_pending = threading.Event()
-        self._recent = _Recent(state.last_seq, recent_events, RECENT_BYTES)
+        self._recent = RecentEvents(state.last_seq, recent_events, RECENT_BYTES)
         self.closed = False
 
     @classmethod
@@ -366,12 +335,46 @@ class EventWriter:
             clean = self._redact(line)
             if clean != line:
                 event = AgentEvent.model_validate_json(clean)
-            self._pending.events.append(event)
-            self._pending.lines.append(clean)
+            self._pending.items.append(Stored(event.seq, event.type, clean, built=event))
             self._next_seq += 1
-            if not self._has_pending.is_set():  # set() takes a lock and notifies: once per batch
-                self._has_pending.set()
+            self._wake_flusher()
             return event
+
+    def append_output(
+        self, worker: str, task_id: str | None, stream: Literal["stdout", "stderr"], lines: list[str]
+    ) -> int:
+        """Buffer one ``output`` event per line of ``lines`` (one stream, in order); returns the last seq.
+
+        The same events as ``append`` of each ``Output``, built straight as JSON: a worker printing
+        a flood of lines must not cost a model object per line. Every line is redacted.
+        """
+        if not lines:
+            return self._next_seq - 1
+        if self._redact.finds("\n".join(lines)):
+            lines = [self._redact(line) for line in lines]
+        now = utcnow()
+        fold = _OutputFold(worker, task_id, stream, now)
+        ids = self._json_ids.get((worker, task_id))
+        if ids is None:
+            ids = f'{_dumps(self.paths.session_id)},"worker":{_dumps(worker)},"task_id":' + (
+                "null" if task_id is None else _dumps(task_id)
+            )
+            self._json_ids[(worker, task_id)] = ids
+        head = f',"ts":"{_ts(now)}","session_id":{ids},"type":"output","data":{{"stream":"{stream}","line":'
+        with self._guard:
+            seq = self._next_seq
+            items, outputs = self._pending.items, self._pending.outputs
+            for line in lines:
+                items.append(Stored(seq, "output", f'{{"seq":{seq}{head}{_dumps(line)}}}}}'))
+                outputs[seq] = fold
+                seq += 1
+            self._next_seq = seq
+            self._wake_flusher()
+            return seq - 1
+
+    def _wake_flusher(self) -> None:
+        if not self._has_pending.is_set():  # set() takes a lock and notifies: once per batch
+            self._has_pending.set()
 
     def emit(self, worker: str, data: object, task_id: str | None = None) -> AgentEvent:
         """Shorthand: ``append(EventDraft.of(worker, data, task_id))``."""
@@ -379,7 +382,7 @@ class EventWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending.events)
+        return len(self._pending.items)
 
     def flush(self) -> int:
         """Write, fsync and publish everything buffered; returns the last durable seq."""
@@ -387,25 +390,29 @@ class EventWriter:
             with self._guard:
                 batch, self._pending = self._pending, _Batch()
                 self._has_pending.clear()
-            if not batch.events:
+            if not batch.items:
                 return self.last_seq
-            encoded = [line.encode() for line in batch.lines]
-            start = self._offset
+            encoded = [item.text.encode() for item in batch.items]
+            end = self._offset
             try:
                 self._write(b"\n".join(encoded) + b"\n")
             except BaseException:
                 with self._guard:
                     self._pending = _Batch(
-                        batch.events + self._pending.events, batch.lines + self._pending.lines
+                        batch.items + self._pending.items, {**batch.outputs, **self._pending.outputs}
                     )
                     self._has_pending.set()
                 raise
-            stored = []
-            for event, text, raw in zip(batch.events, batch.lines, encoded, strict=True):
-                start += len(raw) + 1
-                stored.append(Stored(event, text, start))
-                apply(self.state, event)
-            self._recent.add(stored)
+            state = self.state
+            for item, raw in zip(batch.items, encoded, strict=True):
+                end += len(raw) + 1
+                item.end = end
+                output = batch.outputs.get(item.seq)
+                if output is not None:
+                    apply_output(state, output.worker, output.task_id, output.stream, item.seq, output.ts)
+                else:
+                    apply(state, item.event)
+            self._recent.add(batch.items)
             if self.last_seq - self._snapshot_seq >= self._snapshot_every:
                 self.snapshot()
         for listener in list(self._listeners):
@@ -477,6 +484,14 @@ class EventWriter:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
+
+
+_dumps = encode_basestring  # a str as a JSON string (non-ASCII kept), in C
+
+
+def _ts(moment: datetime) -> str:
+    """A UTC time as the models serialise it (``UtcDatetime``)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _repair_tail(fd: int) -> None:

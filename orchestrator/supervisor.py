@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from orchestrator.models.events import ExitReason
 from orchestrator.recovery import ExitInfo as RecoveryExit
 from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
 from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
-from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine
+from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine, StreamName
 from orchestrator.store import EventWriter
 
 log = get_logger(__name__)
@@ -79,6 +79,17 @@ class SpecBuilder(Protocol):
 
 
 Observer = Callable[[AgentEvent, str], Awaitable[None]]
+
+
+async def _batches(runtime: Runtime, container_id: str) -> AsyncIterator[list[LogLine]]:
+    # TEMPORARY until every Runtime has stream_batches
+    method = getattr(runtime, "stream_batches", None)
+    if method is not None:
+        async for batch in method(container_id):
+            yield batch
+        return
+    async for line in runtime.stream(container_id):
+        yield [line]
 
 
 def ro_target(index: int) -> str:
@@ -279,37 +290,55 @@ class Supervisor:
                     await reader
 
     async def _read(self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None) -> None:
-        async for line in self.runtime.stream(run.container_id):
-            if run.skip.get(line.stream, 0) > 0:
-                # stored before the orchestrator restarted: only rebuild the parser's context
-                run.skip[line.stream] -= 1
-                run.lines += 1
-                run.parser.parse_line(line.stream, line.text)
-                continue
-            await self._line(job, run, line, past, memory)
+        """Store every line as an ``output`` event and act on what the adapter makes of it.
 
-    async def _line(
-        self, job: Job, run: _Run, line: LogLine, past: list[RecoveryAction], memory: int | None
+        Lines come in the batches the runtime read them in; a run of lines of one stream is stored
+        with one ``append_output``, cut before each line the adapter turns into payloads, so that a
+        line's ``output`` event always comes before the events made from it.
+        """
+        async for batch in _batches(self.runtime, run.container_id):
+            plain: list[str] = []
+            stream: StreamName = batch[0].stream
+            for line in batch:
+                if run.skip.get(line.stream, 0) > 0:
+                    # stored before the orchestrator restarted: only rebuild the parser's context
+                    run.skip[line.stream] -= 1
+                    run.lines += 1
+                    run.parser.parse_line(line.stream, line.text)
+                    continue
+                if line.stream != stream:
+                    self.writer.append_output(job.worker, job.task_id, stream, plain)
+                    plain, stream = [], line.stream
+                run.lines += 1
+                plain.append(line.text)
+                payloads = run.parser.parse_line(line.stream, line.text)
+                if payloads:
+                    self.writer.append_output(job.worker, job.task_id, stream, plain)
+                    plain = []
+                    for payload in payloads:
+                        await self._payload(job, run, payload, past, memory)
+            self.writer.append_output(job.worker, job.task_id, stream, plain)
+
+    async def _payload(
+        self, job: Job, run: _Run, payload: EventData, past: list[RecoveryAction], memory: int | None
     ) -> None:
-        run.lines += 1
-        self._emit(job, ev.Output(stream=line.stream, line=line.text))
-        for payload in run.parser.parse_line(line.stream, line.text):
-            event = self._emit(job, payload)
-            if isinstance(payload, ev.AgentResult):
-                run.result = payload
-            if self.observer is not None:
-                run.held = True
-                try:
-                    await self.observer(event, run.container_id)
-                finally:
-                    run.held = False
-                    run.watched = datetime.now(UTC)
-            if run.action is None:
-                action = self.engine.monitor_stream(payload, self._view(job, past, memory))
-                if action is not None:
-                    await self._record(job, run, action, past)
-                    run.exit_reason = "stopped"
-                    await self._stop(run.container_id, None)
+        """One payload the adapter made of a line: stored, shown to the observer, judged for recovery."""
+        event = self._emit(job, payload)
+        if isinstance(payload, ev.AgentResult):
+            run.result = payload
+        if self.observer is not None:
+            run.held = True
+            try:
+                await self.observer(event, run.container_id)
+            finally:
+                run.held = False
+                run.watched = datetime.now(UTC)
+        if run.action is None:
+            action = self.engine.monitor_stream(payload, self._view(job, past, memory))
+            if action is not None:
+                await self._record(job, run, action, past)
+                run.exit_reason = "stopped"
+                await self._stop(run.container_id, None)
 
     async def _conclude(
         self,

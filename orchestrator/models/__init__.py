@@ -51,7 +51,15 @@ from orchestrator.models.review import (
     ReviewResponse,
     ReviewSubject,
 )
-from orchestrator.models.state import AgentState, SessionState, Totals, apply, replay, worker_state
+from orchestrator.models.state import (
+    AgentState,
+    SessionState,
+    Totals,
+    apply,
+    apply_output,
+    replay,
+    worker_state,
+)
 
 __all__ = [
     "DECISION_ORDER",
@@ -108,6 +116,7 @@ __all__ = [
     "WorkerExited",
     "WorkerStarted",
     "apply",
+    "apply_output",
     "replay",
     "utcnow",
     "worker_state",

@@ -9,6 +9,7 @@ returns it, so that folding a million events does not copy the state a million t
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
@@ -104,12 +105,7 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
     data = event.data
     match data:
         case ev.Output():
-            worker = _worker(state, event)
-            _touch(worker, event)
-            if data.stream == "stdout":
-                worker.stdout_lines += 1
-            else:
-                worker.stderr_lines += 1
+            apply_output(state, event.worker, event.task_id, data.stream, event.seq, event.ts)
         case (
             ev.Message()
             | ev.ToolCall()
@@ -200,6 +196,27 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
         case _:
             pass
     return state
+
+
+def apply_output(
+    state: SessionState, worker: str, task_id: str | None, stream: str, seq: int, ts: datetime
+) -> None:
+    """``apply`` of one ``output`` event, given its fields instead of the event.
+
+    The store's per-line path folds a flood of output lines without building an event object for
+    each; the result is the same as ``apply`` of the event (a property test holds them equal).
+    """
+    state.last_seq = seq
+    found = state.workers.get(worker)
+    if found is None:
+        found = state.workers[worker] = AgentState(name=worker, task_id=task_id)
+    found.events += 1
+    found.last_output_at = ts
+    found.last_output_seq = seq
+    if stream == "stdout":
+        found.stdout_lines += 1
+    else:
+        found.stderr_lines += 1
 
 
 def _exit_status(data: ev.WorkerExited) -> WorkerStatus:
