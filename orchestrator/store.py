@@ -238,7 +238,7 @@ class _OutputFold:
 @dataclass
 class _Batch:
     items: list[Stored] = field(default_factory=list)
-    outputs: dict[int, _OutputFold] = field(default_factory=dict)  # seq -> how to fold an output line
+    runs: dict[int, tuple[_OutputFold, int]] = field(default_factory=dict)  # first seq -> output run
 
 
 class EventWriter:
@@ -362,12 +362,12 @@ class EventWriter:
             self._json_ids[(worker, task_id)] = ids
         head = f',"ts":"{_ts(now)}","session_id":{ids},"type":"output","data":{{"stream":"{stream}","line":'
         with self._guard:
-            seq = self._next_seq
-            items, outputs = self._pending.items, self._pending.outputs
+            first = seq = self._next_seq
+            items = self._pending.items
             for line in lines:
                 items.append(Stored(seq, "output", f'{{"seq":{seq}{head}{_dumps(line)}}}}}'))
-                outputs[seq] = fold
                 seq += 1
+            self._pending.runs[first] = (fold, len(lines))
             self._next_seq = seq
             self._wake_flusher()
             return seq - 1
@@ -399,19 +399,26 @@ class EventWriter:
             except BaseException:
                 with self._guard:
                     self._pending = _Batch(
-                        batch.items + self._pending.items, {**batch.outputs, **self._pending.outputs}
+                        batch.items + self._pending.items, {**batch.runs, **self._pending.runs}
                     )
                     self._has_pending.set()
                 raise
-            state = self.state
+            state, skip = self.state, 0
             for item, raw in zip(batch.items, encoded, strict=True):
                 end += len(raw) + 1
                 item.end = end
-                output = batch.outputs.get(item.seq)
-                if output is not None:
-                    apply_output(state, output.worker, output.task_id, output.stream, item.seq, output.ts)
-                else:
+                if skip:  # folded with the first line of its run
+                    skip -= 1
+                    continue
+                run = batch.runs.get(item.seq)
+                if run is None:
                     apply(state, item.event)
+                    continue
+                fold, count = run
+                apply_output(
+                    state, fold.worker, fold.task_id, fold.stream, item.seq + count - 1, fold.ts, count
+                )
+                skip = count - 1
             self._recent.add(batch.items)
             if self.last_seq - self._snapshot_seq >= self._snapshot_every:
                 self.snapshot()

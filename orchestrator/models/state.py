@@ -199,24 +199,24 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
 
 
 def apply_output(
-    state: SessionState, worker: str, task_id: str | None, stream: str, seq: int, ts: datetime
+    state: SessionState, worker: str, task_id: str | None, stream: str, seq: int, ts: datetime, lines: int = 1
 ) -> None:
-    """``apply`` of one ``output`` event, given its fields instead of the event.
+    """``apply`` of ``lines`` ``output`` events of one stream recorded at ``ts``, the last with ``seq``.
 
     The store's per-line path folds a flood of output lines without building an event object for
-    each; the result is the same as ``apply`` of the event (a property test holds them equal).
+    each; the result is the same as ``apply`` of each event (a property test holds them equal).
     """
     state.last_seq = seq
     found = state.workers.get(worker)
     if found is None:
         found = state.workers[worker] = AgentState(name=worker, task_id=task_id)
-    found.events += 1
+    found.events += lines
     found.last_output_at = ts
     found.last_output_seq = seq
     if stream == "stdout":
-        found.stdout_lines += 1
+        found.stdout_lines += lines
     else:
-        found.stderr_lines += 1
+        found.stderr_lines += lines
 
 
 def _exit_status(data: ev.WorkerExited) -> WorkerStatus:
