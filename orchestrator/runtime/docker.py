@@ -1,13 +1,28 @@
 """``DockerRuntime``: the ``Runtime`` on a Docker engine, through docker-py. The only importer of ``docker``.
 
 docker-py blocks, so every call runs in this runtime's own thread pool (not the default executor,
-whose few threads long waits would starve), and each log stream is read by two threads of its own
-(stdout, stderr) that hand lines to the event loop through a bounded ``_Pipe``. Vendor errors
-become the orchestrator's at this boundary (``raise ... from``).
+whose few threads long waits would starve), and every reader of output is a thread of its own that
+hands batches of lines to the event loop through a bounded ``Pipe``. Vendor errors become the
+orchestrator's at this boundary (``raise ... from``).
 
-Output is read with ``logs(follow=True, timestamps=True)``: the daemon stores every line from the
-container's first byte (the ``local`` driver, set explicitly), so nothing is lost between ``start`` and
-``stream``, and its timestamps let a fresh process continue a stream where a previous one stopped.
+Output comes two ways:
+
+- **attach** (``attach.py``), the fast one: ``start`` opens an attach connection between ``create``
+  and ``start`` and one thread reads it. The first ``stream``/``stream_batches`` of that container
+  without ``since_ns`` takes it (``claim``): lines whole up to 1 MiB (longer ones in 1 MiB pieces),
+  stamped when received. Until then it keeps the raw bytes; past 10 s or 8 MiB unclaimed it is
+  closed and forgotten (the stream then reads the log), so a container nobody reads is never held
+  up. While claimed, a slow consumer holds up the container's writes (backpressure). The stream ends
+  when the attach does (the container exited), after its last bytes. ``stop``/``kill`` drop an
+  unclaimed attach (a claimed one ends with the container), ``remove`` and ``close`` cut any. When
+  the engine does not upgrade the connection (an old engine, TLS, an error), ``start`` goes on
+  without it.
+- **logs** (``_Follower``): ``logs(follow=True, timestamps=True)``, two threads (stdout, stderr). Every
+  other stream reads this way: a second one, one with ``since_ns``, one of a container started by
+  another process, one whose attach was dropped, and the rest of an attach that broke while the
+  container ran on. The daemon stores every line from the container's first byte (the ``local``
+  driver, set explicitly), so nothing is lost, and its timestamps let a fresh process continue a
+  stream where a previous one stopped.
 """
 
 from __future__ import annotations
@@ -18,8 +33,7 @@ import functools
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +53,9 @@ from orchestrator.errors import (
     RuntimeFailure,
 )
 from orchestrator.log import get_logger
+from orchestrator.runtime.attach import Attached, AttachRefused, open_attach
 from orchestrator.runtime.lines import LineAssembler, TimestampError, parse_timestamp_ns
+from orchestrator.runtime.pipe import End, Pipe, handout, keep_after
 from orchestrator.runtime.spec import (
     ContainerInfo,
     ContainerSpec,
@@ -55,8 +71,8 @@ T = TypeVar("T")
 _NS = 1_000_000_000
 _WAIT_CHUNK_S = 5.0  # a cancelled wait frees its thread within this time
 _FRAGMENT = 16 * 1024  # the daemon cuts longer lines into messages of this size
-_PIPE_LIMIT = 8192  # lines buffered per stream before the reader thread waits for the consumer
-_YIELD_EVERY = 256  # lines handed out in a row before the stream lets the event loop run
+_CLAIM_ON_LOOP = 64 * 1024  # kept attach bytes made into lines on the event loop; more go to a thread
+_EXIT_AFTER_EOF_S = 2.0  # an attach ends as the process's output closes; its exit is seen soon after
 # ``local``, not ``json-file``: json-file stores each 16 KiB fragment as a JSON string, which turns a
 # UTF-8 character cut by the fragment boundary into two U+FFFD; ``local`` keeps the bytes.
 _LOG_CONFIG = LogConfig(type="local", config={"max-size": "64m", "max-file": "4"})
@@ -135,62 +151,6 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
     return kwargs
 
 
-class _End:
-    """End of one stream's lines."""
-
-
-_END = _End()
-_Item = LogLine | _End | BaseException
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class _Pipe:
-    """Reader threads -> event loop, bounded: a slow consumer makes the readers wait."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = _PIPE_LIMIT) -> None:
-        self._loop = loop
-        self._limit = limit
-        self._items: deque[_Item] = deque()
-        self._cond = threading.Condition()
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-
-    def put(self, items: list[_Item]) -> bool:
-        """Thread side. False once the consumer has gone."""
-        with self._cond:
-            while len(self._items) >= self._limit and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return False
-            self._items.extend(items)
-            waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            self._loop.call_soon_threadsafe(_wake, waiter)
-        return True
-
-    async def take(self) -> list[_Item]:
-        """Loop side: everything buffered, waiting for at least one item."""
-        while True:
-            with self._cond:
-                if self._items:
-                    items = list(self._items)
-                    self._items.clear()
-                    self._cond.notify_all()
-                    return items
-                waiter: asyncio.Future[None] = self._loop.create_future()
-                self._waiter = waiter
-            await waiter
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
 class _Follower:
     """One thread reading one stream (stdout or stderr) of one container.
 
@@ -212,7 +172,7 @@ class _Follower:
         self._last_ns = 0
         self._seen_at_last = 0  # frames already fed whose time is _last_ns (split lines share it)
 
-    def start(self, pipe: _Pipe) -> None:
+    def start(self, pipe: Pipe) -> None:
         thread = threading.Thread(
             target=self._run, args=(pipe,), name=f"logs-{self._id[:12]}-{self._stream}", daemon=True
         )
@@ -226,7 +186,7 @@ class _Follower:
             with contextlib.suppress(Exception):  # closing an already closed socket is fine
                 logs.close()
 
-    def _run(self, pipe: _Pipe) -> None:
+    def _run(self, pipe: Pipe) -> None:
         try:
             follow = True
             while True:
@@ -237,13 +197,15 @@ class _Follower:
                 follow = self._runtime._inspect(self._id).running
                 if follow:
                     time.sleep(0.1)  # the connection dropped while running: reconnect, gently
-            pipe.put(list(self._assembler.flush()))
+            last = self._assembler.flush()
+            if last:
+                pipe.put(last)
         except Exception as err:  # noqa: BLE001 - a thread's error is handed to the consumer, which raises it
-            pipe.put([err])
+            pipe.put(err)
         finally:
-            pipe.put([_END])
+            pipe.put(End())
 
-    def _read(self, pipe: _Pipe, *, follow: bool) -> bool:
+    def _read(self, pipe: Pipe, *, follow: bool) -> bool:
         """Feed every new frame to the pipe; False once cancelled or the consumer has gone."""
         since = self._last_ns // _NS if self._last_ns else self._since_s
         with _vendor_errors(f"read the {self._stream} of container {self._id[:12]}", self._id):
@@ -264,7 +226,7 @@ class _Follower:
         with self._lock:
             return not self._cancelled
 
-    def _feed(self, logs: Iterator[bytes], pipe: _Pipe) -> bool:
+    def _feed(self, logs: Iterator[bytes], pipe: Pipe) -> bool:
         skip = self._seen_at_last
         for frame in logs:
             time_ns, payload = self._assembler.split(frame)
@@ -278,7 +240,7 @@ class _Follower:
             else:
                 self._last_ns, self._seen_at_last = time_ns, 1
             lines = self._assembler.feed(time_ns, payload)
-            if lines and not pipe.put(list(lines)):
+            if lines and not pipe.put(lines):
                 return False
         return True
 
@@ -298,6 +260,9 @@ class DockerRuntime:
         self._requested: dict[str, Request] = {}
         self._closed = False
         self._followers: set[_Follower] = set()
+        self._engine_url: str | None = None  # for attach; None: attach is not tried (TLS, ssh, ...)
+        self._unclaimed: dict[str, Attached] = {}
+        self._attached: set[Attached] = set()
 
     async def __aenter__(self) -> DockerRuntime:
         return self
@@ -309,7 +274,9 @@ class DockerRuntime:
         """The docker-py client, made on first use (it asks the engine its API version)."""
         with self._client_lock:
             if self._client is None:
-                url = self._base_url or docker.utils.kwargs_from_env().get("base_url") or _DEFAULT_URL
+                env = docker.utils.kwargs_from_env()
+                url = self._base_url or env.get("base_url") or _DEFAULT_URL
+                self._engine_url = url if self._base_url or not env.get("tls") else None
                 # docker-py leaks the socket of a failed unix connect: do not try a missing socket.
                 if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
                     raise DockerUnavailable(f"no Docker engine socket at {url}; {_FIX_ENGINE}")
@@ -337,11 +304,15 @@ class DockerRuntime:
             self.client().ping()
 
     async def start(self, spec: ContainerSpec) -> str:
-        container_id = await self._call(self._start, spec)
+        container_id, attached = await self._call(self._start, spec)
+        self._sweep()
+        if attached is not None:
+            self._unclaimed[container_id] = attached
+            self._attached.add(attached)
         log.info("container_started", container=container_id[:12], name=spec.name, image=spec.image)
         return container_id
 
-    def _start(self, spec: ContainerSpec) -> str:
+    def _start(self, spec: ContainerSpec) -> tuple[str, Attached | None]:
         action = f"create container {spec.name or ''} from image {spec.image!r}"
         with _vendor_errors(action):
             try:
@@ -352,14 +323,50 @@ class DockerRuntime:
                 ) from err
             except docker.errors.NotFound as err:  # the network, most often
                 raise RuntimeFailure(f"{action}: {err.explanation}; create the network first") from err
+        attached = self._attach(str(container.id))
         try:
             with _vendor_errors(f"start container {container.id[:12]}", container.id):
                 container.start()
         except OrchestratorError:
+            if attached is not None:
+                attached.close()
             with contextlib.suppress(Exception):  # best effort: the start failure is what matters
                 container.remove(force=True)
             raise
-        return str(container.id)
+        return str(container.id), attached
+
+    def _attach(self, container_id: str) -> Attached | None:
+        """An attach connection to a created container, reading; None if the engine will not give one."""
+        url = self._engine_url
+        if url is None:
+            return None
+        try:
+            version = str(self.client().api.api_version)
+            sock, head = open_attach(url, version, container_id, self._timeout_s)
+        except (OSError, AttachRefused) as err:
+            log.debug("attach_unavailable", container=container_id[:12], error=str(err))
+            return None
+        attached = Attached(container_id, sock, head, functools.partial(self._runs_on, container_id))
+        attached.start()
+        return attached
+
+    def _runs_on(self, container_id: str, clean: bool) -> bool:
+        """After an attach ended: whether the container still runs (then its stored log has the rest)."""
+        deadline = time.monotonic() + (_EXIT_AFTER_EOF_S if clean else 0.0)
+        while not self._closed and self._inspect(container_id).running:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _sweep(self) -> None:
+        """Forget attaches past their claim deadline and readers that have ended."""
+        for container_id, attached in list(self._unclaimed.items()):
+            if not attached.unclaimed:
+                attached.drop()
+                del self._unclaimed[container_id]
+        waiting = set(self._unclaimed.values())
+        self._attached = {a for a in self._attached if not a.finished or a in waiting}
 
     async def find(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         return await self._call(self._find, dict(labels))
@@ -381,26 +388,54 @@ class DockerRuntime:
         with _vendor_errors(f"inspect container {container_id[:12]}", container_id):
             return _info(self.client().api.inspect_container(container_id))
 
-    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[LogLine]:
+    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
+        async with contextlib.aclosing(self.stream_batches(container_id, since_ns)) as batches:
+            async for batch in batches:
+                for line in batch:
+                    yield line
+
+    async def stream_batches(
+        self, container_id: str, since_ns: int | None = None
+    ) -> AsyncGenerator[list[LogLine], None]:
+        """Batches of at most ``BATCH`` lines; the event loop runs between two batches (``pipe.handout``)."""
+        skip: dict[StreamName, int] | None = None
+        attached = self._unclaimed.pop(container_id, None) if since_ns is None else None
+        if attached is not None:
+            pipe = Pipe(asyncio.get_running_loop())
+            try:
+                if attached.kept <= _CLAIM_ON_LOOP:
+                    read = attached.claim(pipe)
+                else:  # making lines of megabytes would stall the loop
+                    read = await asyncio.to_thread(attached.claim, pipe)
+                if read is not None:
+                    ends: list[End] = []
+                    async for batch in handout(pipe, read, 1, ends):
+                        yield batch
+                    if ends[0].resume is None:
+                        return
+                    skip = ends[0].resume  # the connection broke while the container ran on
+                    log.info("attach_broke", container=container_id[:12], read=skip)
+            finally:
+                pipe.close()
+                attached.leave()
+        async with contextlib.aclosing(self._follow(container_id, since_ns, skip)) as batches:
+            async for batch in batches:
+                yield batch
+
+    async def _follow(
+        self, container_id: str, since_ns: int | None, skip: dict[StreamName, int] | None
+    ) -> AsyncGenerator[list[LogLine], None]:
+        """The stored log, after ``since_ns``, without the first ``skip[stream]`` lines of each stream."""
         await self.inspect(container_id)  # ContainerNotFound now, not from a thread later
-        pipe = _Pipe(asyncio.get_running_loop())
+        pipe = Pipe(asyncio.get_running_loop())
         since_s = (since_ns or 0) // _NS  # the daemon filters by whole seconds; we filter exactly
         followers = [_Follower(self, container_id, name, since_s) for name in ("stdout", "stderr")]
         self._followers.update(followers)
         for follower in followers:
             follower.start(pipe)
         try:
-            ended = 0
-            while ended < len(followers):
-                for index, item in enumerate(await pipe.take()):
-                    if index and not index % _YIELD_EVERY:
-                        await asyncio.sleep(0)  # a burst must not starve the loop (flusher, readers)
-                    if isinstance(item, _End):
-                        ended += 1
-                    elif isinstance(item, BaseException):
-                        raise item
-                    elif since_ns is None or item.time_ns > since_ns:
-                        yield item
+            async for batch in handout(pipe, [], len(followers), [], keep_after(since_ns, skip)):
+                yield batch
         finally:
             pipe.close()
             for follower in followers:
@@ -452,6 +487,7 @@ class DockerRuntime:
     async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
         self._requested.setdefault(container_id, "stop")
         await self._call(self._stop, container_id, grace_s)
+        self._drop(container_id)
 
     def _stop(self, container_id: str, grace_s: float) -> None:
         with _vendor_errors(f"stop container {container_id[:12]}", container_id):
@@ -460,6 +496,7 @@ class DockerRuntime:
     async def kill(self, container_id: str) -> None:
         self._requested.setdefault(container_id, "kill")
         await self._call(self._kill, container_id)
+        self._drop(container_id)
 
     def _kill(self, container_id: str) -> None:
         with _vendor_errors(f"kill container {container_id[:12]}", container_id):
@@ -472,6 +509,10 @@ class DockerRuntime:
     async def remove(self, container_id: str) -> None:
         await self._call(self._remove, container_id)
         self._requested.pop(container_id, None)
+        self._drop(container_id)
+        for attached in self._attached:
+            if attached.container_id == container_id:
+                attached.interrupt()  # a claimed stream ends with ContainerNotFound, as a logs stream does
 
     def _remove(self, container_id: str) -> None:
         with _vendor_errors(f"remove container {container_id[:12]}", container_id):
@@ -539,11 +580,21 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return
 
+    def _drop(self, container_id: str) -> None:
+        """Forget the container's unclaimed attach: a later stream reads the stored log."""
+        attached = self._unclaimed.pop(container_id, None)
+        if attached is not None:
+            attached.drop()
+
     async def close(self) -> None:
         """Idempotent. Containers are left alone; open streams end (their readers are closed)."""
         self._closed = True
         for follower in list(self._followers):
             follower.cancel()
+        for attached in list(self._attached):
+            attached.close()
+        self._unclaimed.clear()
+        self._attached.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._client_lock:
             client, self._client = self._client, None

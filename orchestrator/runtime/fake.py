@@ -6,7 +6,8 @@ Script a container by what it prints and how it ends, not by the command it was 
     runtime = FakeRuntime(script=lambda spec: FakeProcess(lines=[...]) if "codex" in spec.argv[0] else ...)
 
 The fake keeps the contract of ``DockerRuntime`` (``tests/contract/`` runs the same tests on
-both): output is stored, so a stream opened late or again (``since_ns``) sees every line once;
+both): output is stored, so a stream opened late or again (``since_ns``) sees every line once
+(``stream_batches``: what was printed since the last batch, at most ``BATCH`` lines a batch);
 ``stop`` ends a process with 143 unless it ignores SIGTERM (then 137 after the grace); ``pause``
 holds the output; OOM is exit 137 with ``oom_killed``. ``calls`` records every request in order,
 and ``emit``/``exit`` let a test drive a ``FakeProcess(hang=True)`` step by step.
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -30,6 +31,7 @@ from orchestrator.errors import (
     OrchestratorError,
     RuntimeFailure,
 )
+from orchestrator.runtime.batches import BATCH
 from orchestrator.runtime.spec import (
     ContainerInfo,
     ContainerSpec,
@@ -199,16 +201,27 @@ class FakeRuntime:
         self._record("inspect", container_id)
         return self._get(container_id).info()
 
-    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[LogLine]:
+    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
+        async with contextlib.aclosing(self.stream_batches(container_id, since_ns)) as batches:
+            async for batch in batches:
+                for line in batch:
+                    yield line
+
+    async def stream_batches(
+        self, container_id: str, since_ns: int | None = None
+    ) -> AsyncGenerator[list[LogLine], None]:
+        """What the container printed since the last batch, at most ``BATCH`` lines a batch."""
         self._record("stream", container_id)
         container = self._get(container_id)
-        index = 0
+        index, handed = 0, False
         while True:
-            while index < len(container.log):
-                line = container.log[index]
-                index += 1
-                if since_ns is None or line.time_ns > since_ns:
-                    yield line
+            ready = [line for line in container.log[index:] if since_ns is None or line.time_ns > since_ns]
+            index = len(container.log)
+            for start in range(0, len(ready), BATCH):
+                if handed:
+                    await asyncio.sleep(0)
+                handed = True
+                yield ready[start : start + BATCH]
             if container.done.is_set() or container.id not in self.containers:
                 return
             await container.changed()

@@ -49,6 +49,7 @@ from orchestrator.errors import (
 )
 from orchestrator.log import get_logger
 from orchestrator.runtime import k8s_manifests as manifests
+from orchestrator.runtime.batches import batched
 from orchestrator.runtime.k8s_api import load_client, to_dict, vendor_errors
 from orchestrator.runtime.k8s_logs import follow, follow_both
 from orchestrator.runtime.k8s_networks import MERGE_PATCH, PodNetworks
@@ -262,6 +263,10 @@ class KubernetesRuntime:
                 yield line
         finally:
             await lines.aclose()
+
+    def stream_batches(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[list[LogLine]]:
+        """``stream``'s lines in batches of what has been read when asked (``batches.batched``)."""
+        return batched(self.stream(container_id, since_ns))
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitInfo:
         try:

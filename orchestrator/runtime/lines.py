@@ -11,15 +11,22 @@ of the frame it began in (Docker gives every fragment of a split line that same 
 With ``fragment_size`` set (Docker: 16 KiB), a line also ends where Docker's ``local`` log driver
 drops the newline after the last fragment of a split line (Engine 20.10): at a fragment shorter
 than ``fragment_size`` that has no newline, and at a frame with a new time (a new message).
+
+``attach`` gives the container's bytes as written, in multiplexed frames without timestamps:
+``Demuxer`` takes the frames apart per stream and ``ChunkLines`` makes lines of each stream's bytes.
 """
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 
 from orchestrator.runtime.spec import LogLine, StreamName
 
 _NS = 1_000_000_000
+_FRAME_HEADER = struct.Struct(">B3xL")
+_HEADER = _FRAME_HEADER.size
+MAX_LINE = 1024 * 1024  # longest line ``ChunkLines`` keeps whole; longer ones come in pieces
 
 
 class TimestampError(ValueError):
@@ -109,3 +116,144 @@ class LineAssembler:
         self._buffer.clear()
         self._line_ns = None
         return [line]
+
+
+class Demuxer:
+    """Docker's multiplexed stream (``attach``/``logs`` without a TTY) -> ``(stream, payload)`` pieces.
+
+    Each frame is an 8-byte header ``[stream, 0, 0, 0, size as big-endian uint32]`` then ``size``
+    bytes; stream 2 is stderr, anything else stdout. Bytes arrive cut anywhere; a frame is handed
+    out once whole. Consecutive frames of one stream are joined into one piece.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[tuple[StreamName, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        pieces: list[tuple[StreamName, bytes]] = []
+        size, position = len(buffer), 0
+        while size - position >= _HEADER:
+            kind, length = _FRAME_HEADER.unpack_from(buffer, position)
+            end = position + _HEADER + length
+            if end > size:
+                break
+            stream: StreamName = "stderr" if kind == 2 else "stdout"
+            payload = bytes(buffer[position + _HEADER : end])
+            if pieces and pieces[-1][0] == stream:
+                pieces[-1] = (stream, pieces[-1][1] + payload)
+            else:
+                pieces.append((stream, payload))
+            position = end
+        del buffer[:position]
+        return pieces
+
+
+class ChunkLines:
+    """One stream's bytes, cut anywhere (no frames of its own: Docker ``attach``) -> ``LogLine``s.
+
+    Lines split on the newline byte and are decoded whole (invalid UTF-8 -> U+FFFD), so a character
+    cut by a chunk boundary is intact. Every line completed by a chunk gets that chunk's time. A line
+    longer than ``max_line`` bytes is cut into pieces of at most ``max_line`` bytes (at a character
+    boundary), so an endless line costs bounded memory; ``flush`` gives a last line without newline.
+    """
+
+    def __init__(self, stream: StreamName, max_line: int = MAX_LINE) -> None:
+        if max_line < 4:
+            raise ValueError(f"max_line must hold a UTF-8 character (>= 4 bytes), got {max_line}")
+        self.stream: StreamName = stream
+        self.max_line = max_line
+        self._rest = bytearray()
+
+    def feed(self, data: bytes, time_ns: int) -> list[LogLine]:
+        """The lines ``data`` completes, stamped ``time_ns``."""
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._rest += data
+            return self._overflow(time_ns) if len(self._rest) > self.max_line else []
+        if self._rest:
+            self._rest += data[:last]
+            complete = bytes(self._rest)
+            self._rest.clear()
+        else:
+            complete = data[:last]
+        self._rest += data[last + 1 :]
+        stream = self.stream
+        if len(complete) <= self.max_line:  # no line can be too long: decode the chunk at once
+            lines = [
+                LogLine(stream, text, time_ns) for text in complete.decode("utf-8", "replace").split("\n")
+            ]
+        else:
+            lines = [
+                LogLine(stream, piece.decode("utf-8", "replace"), time_ns)
+                for raw in complete.split(b"\n")
+                for piece in self._pieces(raw)
+            ]
+        if len(self._rest) > self.max_line:
+            lines += self._overflow(time_ns)
+        return lines
+
+    def flush(self, time_ns: int) -> list[LogLine]:
+        """At the end of the stream: the last line if it had no newline."""
+        if not self._rest:
+            return []
+        line = LogLine(self.stream, self._rest.decode("utf-8", "replace"), time_ns)
+        self._rest.clear()
+        return [line]
+
+    def _overflow(self, time_ns: int) -> list[LogLine]:
+        """Hand out the pending line's first pieces, keeping at most ``max_line`` bytes of it."""
+        rest, lines = self._rest, []
+        while len(rest) > self.max_line:
+            cut = _boundary(rest, self.max_line)
+            lines.append(LogLine(self.stream, rest[:cut].decode("utf-8", "replace"), time_ns))
+            del rest[:cut]
+        return lines
+
+    def _pieces(self, raw: bytes) -> list[bytes]:
+        pieces = []
+        while len(raw) > self.max_line:
+            cut = _boundary(raw, self.max_line)
+            pieces.append(raw[:cut])
+            raw = raw[cut:]
+        pieces.append(raw)
+        return pieces
+
+
+def _boundary(data: bytes | bytearray, limit: int) -> int:
+    """Where to cut ``data`` at most ``limit`` bytes in, not inside a UTF-8 character if it can help."""
+    cut = limit
+    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:  # a continuation byte: its character began before
+        cut -= 1
+    return cut if data[cut] & 0xC0 != 0x80 else limit
+
+
+class AttachLines:
+    """A whole attach stream (both streams' frames, cut anywhere) -> ``LogLine``s, counted per stream."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._demuxer = Demuxer()
+        self._streams = {"stdout": ChunkLines("stdout", max_line), "stderr": ChunkLines("stderr", max_line)}
+        self.counts: dict[StreamName, int] = {"stdout": 0, "stderr": 0}
+
+    def feed(self, data: bytes, time_ns: int) -> list[LogLine]:
+        """The lines ``data`` completes, in the order their frames came, stamped ``time_ns``."""
+        lines: list[LogLine] = []
+        for stream, payload in self._demuxer.feed(data):
+            done = self._streams[stream].feed(payload, time_ns)
+            self.counts[stream] += len(done)
+            lines += done
+        return lines
+
+    def flush(self, time_ns: int) -> list[LogLine]:
+        """At the end: each stream's last line without newline (stdout's first)."""
+        lines = self._streams["stdout"].flush(time_ns) + self._streams["stderr"].flush(time_ns)
+        for line in lines:
+            self.counts[line.stream] += 1
+        return lines

@@ -9,6 +9,16 @@ Contract, in short:
 - ``stream(id, since_ns)`` yields the container's lines (stdout and stderr kept apart, each in its
   own order; lines longer than the runtime's frames rejoined; a last line without a newline is
   flushed at exit) whose time is strictly after ``since_ns``, and ends when the container stops.
+- ``stream_batches(id, since_ns)`` yields the same lines in the same order, grouped as they arrived:
+  lists of at most 256 lines, never empty; the event loop runs between two batches, so a burst
+  does not starve it. Prefer it where lines come fast (one await per batch, not per line).
+- Docker reads the first ``stream``/``stream_batches`` of a container it started, without
+  ``since_ns``, from an attach opened at ``start``: every line comes whole (up to 1 MiB; a longer
+  one comes in 1 MiB pieces) and its time is when the runtime received it, a little later than the
+  engine's own stamp that any other stream of the container (its stored log) gives. So a
+  ``since_ns`` taken from such a stream is exact against that same stream only; to continue
+  another reader's work, count lines per stream rather than pass its times. While that stream
+  is read, a consumer that does not keep up holds up the container's output (backpressure).
 - ``wait(id, timeout_s)`` returns the ``ExitInfo`` once the container has stopped; it raises the
   builtin ``TimeoutError`` if it has not stopped within ``timeout_s`` (the container keeps running).
 - ``stop(id, grace_s)`` sends SIGTERM, then SIGKILL after ``grace_s``, and returns once stopped;
@@ -58,6 +68,9 @@ class Runtime(Protocol):
 
     def stream(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[LogLine]:
         """The container's output lines after ``since_ns``, until it stops."""
+
+    def stream_batches(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[list[LogLine]]:
+        """The lines of ``stream``, in the same order, in non-empty batches of at most 256 as they arrived."""
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitInfo:
         """How the container ended; ``TimeoutError`` if it is still running after ``timeout_s``."""

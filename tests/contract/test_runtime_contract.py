@@ -18,6 +18,12 @@ async def collect(harness: Harness, container_id: str, since_ns: int | None = No
     return [line async for line in harness.runtime.stream(container_id, since_ns)]
 
 
+async def collect_batches(
+    harness: Harness, container_id: str, since_ns: int | None = None
+) -> list[list[LogLine]]:
+    return [batch async for batch in harness.runtime.stream_batches(container_id, since_ns)]
+
+
 def texts(lines: list[LogLine], stream: str) -> list[str]:
     return [line.text for line in lines if line.stream == stream]
 
@@ -39,16 +45,17 @@ async def test_a_clean_exit_is_finished(harness: Harness) -> None:
 
 
 async def test_output_is_kept_for_a_late_or_second_reader(harness: Harness) -> None:
-    """A stream opened after the exit, or twice, still gets every line (each stream in its order)."""
+    """A stream opened after the exit, or twice, still gets every line (each stream in its order).
+
+    The times may differ between the two (Docker: the first reads the attach, stamped on receipt).
+    """
     container_id = await harness.runtime.start(harness.spec(TALK))
     await harness.runtime.wait(container_id, timeout_s=30)
     first = await collect(harness, container_id)
     second = await collect(harness, container_id)
     assert len(first) == 4
     for stream in ("stdout", "stderr"):
-        assert [line for line in first if line.stream == stream] == [
-            line for line in second if line.stream == stream
-        ]
+        assert texts(first, stream) == texts(second, stream)
 
 
 async def test_since_continues_after_a_line_without_repeating_it(harness: Harness) -> None:
@@ -68,6 +75,35 @@ async def test_a_last_line_without_newline_is_flushed(harness: Harness) -> None:
     container_id = await harness.runtime.start(harness.spec(program))
     lines = await collect(harness, container_id)
     assert texts(lines, "stdout") == ["first", "no newline ünï"]
+
+
+async def test_batches_carry_the_lines_of_stream_in_order_never_empty_at_most_256(harness: Harness) -> None:
+    """``stream_batches`` gives what ``stream`` gives, in order, stdout and stderr apart, in batches of 1..256."""
+    program = Program(
+        lines=tuple(("stderr" if i % 3 == 2 else "stdout", f"line{i}") for i in range(600)), partial="tail"
+    )
+    container_id = await harness.runtime.start(harness.spec(program))
+    batches = await collect_batches(harness, container_id)
+    again = await collect(harness, container_id)
+    lines = [line for batch in batches for line in batch]
+    expected_out = [f"line{i}" for i in range(600) if i % 3 != 2] + ["tail"]
+    expected_err = [f"line{i}" for i in range(600) if i % 3 == 2]
+    assert (expected_out, expected_err) == (texts(lines, "stdout"), texts(lines, "stderr"))
+    assert (texts(again, "stdout"), texts(again, "stderr")) == (expected_out, expected_err)
+    assert all(0 < len(batch) <= 256 for batch in batches)
+    for stream in ("stdout", "stderr"):
+        times = [line.time_ns for line in lines if line.stream == stream]
+        assert times == sorted(times)
+
+
+async def test_batches_after_since_repeat_nothing(harness: Harness) -> None:
+    """``stream_batches(since_ns)`` = the lines after that time only, as ``stream`` does."""
+    program = Program(lines=tuple(("stdout", f"line{i}") for i in range(6)), every_s=0.05)
+    container_id = await harness.runtime.start(harness.spec(program))
+    await harness.runtime.wait(container_id, timeout_s=30)
+    everything = await collect(harness, container_id)
+    rest = await collect_batches(harness, container_id, since_ns=everything[2].time_ns)
+    assert [[line.text for line in batch] for batch in rest] == [["line3", "line4", "line5"]]
 
 
 async def test_wait_times_out_while_running_then_stop_ends_it(harness: Harness) -> None:

@@ -1,4 +1,4 @@
-"""``DockerRuntime.stream`` hands out a burst of buffered lines without starving the event loop.
+"""``DockerRuntime.stream`` and ``stream_batches`` hand out a buffered burst without starving the event loop.
 
 The group-commit flusher and the SSE readers run on the same loop as the consumer of a stream; if
 thousands of buffered lines were handed out without a pause, they would wait until the burst ends
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -59,3 +60,38 @@ async def test_other_tasks_run_while_a_buffered_burst_is_handed_out(sandbox: San
         await runtime.remove(container_id)
     assert [int(first.text), *seen] == list(range(1, LINES + 1))
     assert ticks - at_start >= (LINES - 1) // 256 - 1  # the loop ran about once per 256 lines at least
+
+
+async def test_the_loop_runs_between_any_two_batches_of_a_buffered_burst(sandbox: Sandbox) -> None:
+    """``stream_batches``: the burst comes in batches of at most 256 lines, other tasks run between any two."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async with DockerRuntime() as runtime:
+        container_id = await runtime.start(sandbox.spec(f"seq 1 {LINES}; sleep 3"))
+        sizes: list[int] = []
+        ticks_at: list[int] = []
+        async with contextlib.aclosing(runtime.stream_batches(container_id)) as batches:
+            first = await anext(batches)
+            seen = [int(line.text) for line in first]
+            await asyncio.sleep(1.5)  # the reader buffers the whole burst meanwhile
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0)
+            async for batch in batches:
+                ticks_at.append(ticks)
+                sizes.append(len(batch))
+                seen += [int(line.text) for line in batch]
+                if len(seen) == LINES:
+                    break
+            task.cancel()
+        await runtime.remove(container_id)
+    assert list(range(1, LINES + 1)) == seen
+    assert all(0 < size <= 256 for size in [len(first), *sizes])
+    assert all(before < after for before, after in itertools.pairwise(ticks_at)), (
+        "a batch followed another at once"
+    )
