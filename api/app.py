@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from api.auth import TokenCheck, check_bind
 from api.errors import install_error_handlers
+from api.fanout import Fanouts
 from api.listing import SessionIndex
 from api.routes import pages, sessions, stream
 from api.runner import SessionRunner
@@ -80,6 +81,7 @@ def create_app(
     app.state.runner = runner
     app.state.index = SessionIndex(settings.workspace)
     app.state.stream_policy = stream_policy or StreamPolicy()
+    app.state.fanouts = Fanouts(app.state.stream_policy)
     app.state.token_check = TokenCheck(token)
     app.state.shutting_down = asyncio.Event()
     app.state.serving = 0

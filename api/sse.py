@@ -1,17 +1,19 @@
-"""Server-sent events of one session, one independent feed per reader.
+"""Server-sent events of one session: the guarantees of every reader, and its own feed.
 
-Each reader follows ``events.jsonl`` itself (``EventReader.follow``), woken by the in-process writer
-when the session runs here and by polling otherwise, so readers never block the writer and a
-reader's position is just a ``seq``. Between the file and the socket sits a ``ReaderFeed``: a
-bounded buffer that a pump task fills. Its guarantees:
+A reader follows ``events.jsonl`` from its ``seq``. Readers of a session written by this process share
+one fan-out (``api.fanout``: each new event is encoded once and handed to every reader's buffer);
+a reader that is behind it, and every reader of a session written elsewhere, has its own feed here:
+``EventReader.follow`` (woken by the in-process writer, else polling) pumped into a ``ReaderFeed``.
+Readers never block the writer, and a reader's position is just a ``seq``. Either way:
 
-- In order, each event exactly once, from ``seq > after``; the feed ends after ``session_finished``.
+- In order, each event exactly once, from ``seq > after``; the stream ends after ``session_finished``.
 - Memory per reader is bounded: at most ``queue_size`` buffered events (plus one read batch).
-- A reader that takes no event for ``stall_s`` while its buffer is full is dropped: the feed ends at
-  once with ``StreamEnd(code="slow_reader")``. Nothing is lost: the log keeps every event and the
+- A reader that takes no event for ``stall_s`` while its buffer is full is dropped: the stream ends
+  at once with ``StreamEnd(code="slow_reader")``. Nothing is lost: the log keeps every event and the
   reader resumes from its ``Last-Event-ID``. A reader whose socket does not move at all is cut by
   the response's ``send_timeout_s`` instead (nothing can be delivered to it any more).
-- When a stop event is set (server shutdown), the feed ends at once with ``code="shutting_down"``.
+- When a stop event is set (server shutdown), the stream ends at once with ``code="shutting_down"``;
+  when the log cannot be read, after what was read, with ``code="store_error"``.
 
 On the wire (``to_sse``): ``id: <seq>``, ``event: <type>``, ``data: <AgentEvent JSON>``; a final
 ``event: error`` without id carries ``{"error": {"code", "message"}, "resume_after": <seq>}``;
@@ -81,6 +83,27 @@ class StreamEnd:
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}, "resume_after": self.resume_after}
 
+    @classmethod
+    def slow_reader(cls, policy: StreamPolicy, last_sent: int) -> StreamEnd:
+        size, stall = policy.queue_size, policy.stall_s
+        log.info("sse.slow_reader_dropped", last_sent=last_sent, buffered=size)
+        return cls(
+            "slow_reader",
+            f"this reader took no event for {stall:g} s with {size} waiting and was dropped; "
+            f"reconnect with Last-Event-ID: {last_sent} (or ?after={last_sent}) to resume",
+            last_sent,
+        )
+
+    @classmethod
+    def shutting_down(cls, last_sent: int) -> StreamEnd:
+        message = f"the server is shutting down; resume later with Last-Event-ID: {last_sent}"
+        return cls("shutting_down", message, last_sent)
+
+    @classmethod
+    def store_error(cls, exc: Exception, last_sent: int) -> StreamEnd:
+        log.warning("sse.source_failed", error=str(exc))
+        return cls("store_error", f"reading the session failed: {exc}", last_sent)
+
 
 class ReaderFeed:
     """The events of one session for one reader, through a bounded buffer (see the module doc)."""
@@ -121,9 +144,10 @@ class ReaderFeed:
                 while len(self._items) >= self._policy.queue_size:
                     self._space.clear()
                     try:
-                        await asyncio.wait_for(self._space.wait(), self._policy.stall_s)
+                        async with asyncio.timeout(self._policy.stall_s):  # not wait_for: see end_tasks
+                            await self._space.wait()
                     except TimeoutError:
-                        self._drop_slow()
+                        self._finish(StreamEnd.slow_reader(self._policy, self.last_sent))
                         return
                 self._items.append(event)
                 self.high_water = max(self.high_water, len(self._items))
@@ -131,9 +155,7 @@ class ReaderFeed:
                 if event.type == "session_finished":
                     return
         except (OrchestratorError, OSError) as exc:
-            log.warning("sse.source_failed", error=str(exc))
-            end = StreamEnd("store_error", f"reading the session failed: {exc}", self.last_sent)
-            self._finish(end, urgent=False)
+            self._finish(StreamEnd.store_error(exc, self.last_sent), urgent=False)
             return
         finally:
             aclose = getattr(self._source, "aclose", None)
@@ -143,22 +165,9 @@ class ReaderFeed:
         self._exhausted = True
         self._ready.set()
 
-    def _drop_slow(self) -> None:
-        size, stall = self._policy.queue_size, self._policy.stall_s
-        log.info("sse.slow_reader_dropped", last_sent=self.last_sent, buffered=size)
-        self._finish(StreamEnd(
-            "slow_reader",
-            f"this reader took no event for {stall:g} s with {size} waiting and was dropped; "
-            f"reconnect with Last-Event-ID: {self.last_sent} (or ?after={self.last_sent}) to resume",
-            self.last_sent,
-        ))  # fmt: skip
-
     async def _watch(self, stop: Stop) -> None:
         await stop()
-        self._finish(StreamEnd(
-            "shutting_down", f"the server is shutting down; resume later with Last-Event-ID: {self.last_sent}",
-            self.last_sent,
-        ))  # fmt: skip
+        self._finish(StreamEnd.shutting_down(self.last_sent))
 
     async def items(self) -> AsyncGenerator[AgentEvent | StreamEnd, None]:
         """Events in order, then possibly one ``StreamEnd``; ends after ``session_finished``."""
@@ -182,9 +191,21 @@ class ReaderFeed:
                 self._ready.clear()
                 await self._ready.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await end_tasks(tasks)
+
+
+async def end_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again any that carried on.
+
+    Python 3.11's ``asyncio.wait_for`` swallows a cancellation that comes as its awaitable finishes
+    (``EventReader.follow`` waits so for the writer's wake-up): the task then runs on to its next
+    ``await``, where the second cancellation reaches it.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
 
 
 Encode = Callable[[AgentEvent], str]
@@ -204,27 +225,32 @@ def ping() -> ServerSentEvent:
 
 
 async def sse_messages(
-    feed: ReaderFeed, encode: Encode | None = None
-) -> AsyncIterator[ServerSentEvent | bytes]:
+    feed: ReaderFeed, encode: Encode | None = None, handover: Callable[[AgentEvent], bool] | None = None
+) -> AsyncGenerator[ServerSentEvent | bytes, None]:
     """The feed as SSE messages (the body of the stream response).
 
     Events that are already buffered when one is taken are encoded together and sent as one chunk
     (up to ``MAX_CHUNK``): each send costs the server far more than an event's bytes, and a
     reader that lags gets more per send instead of falling further behind. An event never waits
     for a later one. ``encode`` as in ``to_sse`` (the live writer gives the JSON it stored).
+    ``handover(event)`` is asked after each event is taken: when it answers True, the messages end
+    with that event (what the feed holds beyond it is dropped: the caller continues after it).
     """
     chunk: list[bytes] = []
-    async for item in feed.items():
-        if isinstance(item, StreamEnd):
-            if chunk:
+    async with contextlib.aclosing(feed.items()) as items:
+        async for item in items:
+            if isinstance(item, StreamEnd):
+                if chunk:
+                    yield b"".join(chunk)
+                    chunk = []
+                yield to_sse(item)
+                continue
+            chunk.append(to_sse(item, encode).encode())
+            if handover is not None and handover(item):
+                break
+            if not feed.buffered or len(chunk) >= MAX_CHUNK:
                 yield b"".join(chunk)
                 chunk = []
-            yield to_sse(item)
-            continue
-        chunk.append(to_sse(item, encode).encode())
-        if not feed.buffered or len(chunk) >= MAX_CHUNK:
-            yield b"".join(chunk)
-            chunk = []
     if chunk:
         yield b"".join(chunk)
 

@@ -2,7 +2,8 @@
 
 Resumes exactly: from ``Last-Event-ID`` when the browser reconnects (it wins, being newer), else
 from ``?after=``, else from the start. A finished session with nothing left to send answers 204,
-which tells an EventSource to stop reconnecting.
+which tells an EventSource to stop reconnecting. Readers of a session that runs in this process
+share its fan-out (``api.fanout``); readers of any other session each follow the log.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import WithJsonSchema
 
 from api.auth import require_stream_token
 from api.deps import IndexDep, OptionalRunnerDep, PathsDep, PolicyDep
+from api.fanout import Fanouts
 from api.schemas import error_responses
 from api.sse import SSE_ITEM_SCHEMA, EventStream, ReaderFeed, ping, sse_messages
 from orchestrator.models.state import FINISHED_SESSION
@@ -64,14 +66,15 @@ async def stream(
     writer = runner.writer_for(paths.session_id) if runner is not None else None
     shutdown = anyio.Event()
     shutting_down: asyncio.Event = request.app.state.shutting_down
-    feed = ReaderFeed(
-        EventReader(paths).follow(start, writer=writer, poll_s=policy.poll_s),
-        policy,
-        stops=(shutting_down.wait, shutdown.wait),
-        after=start,
-    )
+    stops = (shutting_down.wait, shutdown.wait)
+    if writer is not None:
+        fanouts: Fanouts = request.app.state.fanouts
+        body = fanouts.of(writer).messages(start, stops)
+    else:
+        source = EventReader(paths).follow(start, poll_s=policy.poll_s)
+        body = sse_messages(ReaderFeed(source, policy, stops=stops, after=start))
     return EventStream(
-        sse_messages(feed, writer.json_of if writer is not None else None),
+        body,
         ping=policy.ping_s,
         ping_message_factory=ping,
         send_timeout=policy.send_timeout_s,

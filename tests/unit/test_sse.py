@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import begin_shutdown, create_app
-from api.sse import ReaderFeed, StreamEnd, StreamPolicy
+from api.sse import ReaderFeed, StreamEnd, StreamPolicy, end_tasks
 from api.testing import FakeSessionRunner, serve
 from orchestrator.config import Settings
 from orchestrator.errors import StoreError
@@ -164,6 +164,24 @@ async def test_feed_ends_with_store_error_when_the_log_cannot_be_read() -> None:
     assert got[0].seq == 1  # type: ignore[union-attr]
     assert isinstance(got[1], StreamEnd)
     assert got[1].code == "store_error"
+
+
+async def test_end_tasks_ends_a_task_that_swallowed_its_cancellation() -> None:
+    """A follower in ``wait_for`` woken as it is cancelled carries on (Python 3.11); it is cancelled again."""
+    wake = asyncio.Event()
+    woken: list[int] = []
+
+    async def follower() -> None:
+        while True:
+            await asyncio.wait_for(wake.wait(), 10)
+            woken.append(1)
+            wake.clear()
+
+    task = asyncio.create_task(follower())
+    await asyncio.sleep(0)
+    wake.set()  # and cancelled in the same step (end_tasks cancels first): wait_for returns, not raises
+    await asyncio.wait_for(end_tasks([task]), 2)
+    assert (woken, task.cancelled()) == ([1], True)
 
 
 def test_policy_refuses_nonsense_knobs() -> None:

@@ -69,3 +69,28 @@ async def test_an_event_is_sent_without_waiting_for_the_next() -> None:
     release.set()
     rest = [as_bytes(c) async for c in messages]
     assert rest == [to_sse(two).encode()]
+
+
+async def test_handover_ends_the_messages_with_the_event_it_accepts_and_closes_the_feed() -> None:
+    """When ``handover`` says yes, that event is the last one sent and the source is closed at once."""
+    events = [event(n) for n in range(1, 20)]
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[AgentEvent]:
+        try:
+            for item in events:
+                yield item
+            await asyncio.Event().wait()
+        finally:
+            closed.set()
+
+    asked: list[int] = []
+
+    def handover(item: AgentEvent) -> bool:
+        asked.append(item.seq)
+        return item.seq == 5
+
+    chunks = [as_bytes(c) async for c in sse_messages(ReaderFeed(endless(), POLICY), handover=handover)]
+    assert b"".join(chunks) == b"".join(to_sse(e).encode() for e in events[:5])
+    assert asked == [1, 2, 3, 4, 5]
+    assert closed.is_set()

@@ -1,0 +1,259 @@
+"""One shared fan-out per live session: each new event is encoded once and handed to every reader.
+
+A session written by this process (its ``EventWriter`` lives here) has at most one running
+``SessionFanout``, kept by ``Fanouts`` (on ``app.state``). Its one task follows the writer
+(``EventReader.follow``: woken by ``EventWriter.subscribe``, events from ``EventWriter.recent`` with
+the JSON it stored), encodes each event's SSE message once (``to_sse``) and appends the same bytes
+to the bounded buffer of every attached reader. The task starts with the first reader and ends when
+the last one leaves, after ``session_finished``, or when the log cannot be read.
+
+A reader (``SessionFanout.messages``) keeps every guarantee of ``api.sse``. It starts after ``after``:
+
+- *Catching up*: while it is behind the fan-out it reads on its own, through a ``ReaderFeed`` over
+  ``follow(after)`` (the writer's memory, or the log when the events are no longer there).
+- *Attached*: once the last event it took has ``seq >= last`` (the last seq the fan-out handed
+  out), it is attached, in the same step of the event loop, so the fan-out cannot move in between;
+  the fan-out skips every event a reader already has. So the seam has no gap and no duplicate.
+- The fan-out never waits for a reader. When a reader's buffer is full, the fan-out detaches it
+  and adds nothing more; the reader sends its buffer, catches up from the log and is attached
+  again. A reader that takes nothing for ``stall_s`` after its buffer filled is dropped with
+  ``slow_reader``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from sse_starlette import ServerSentEvent
+
+from api.sse import MAX_CHUNK, Encode, ReaderFeed, Stop, StreamEnd, StreamPolicy, sse_messages, to_sse
+from orchestrator.errors import OrchestratorError
+from orchestrator.log import get_logger
+from orchestrator.models import AgentEvent
+from orchestrator.store import EventReader, EventWriter
+
+log = get_logger(__name__)
+FINAL = "session_finished"
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One reader of a fan-out: where it is and its buffer of encoded messages."""
+
+    position: int  # the last seq it has (sent, in the chunk being sent, or buffered)
+    sent: int  # the last seq taken for its socket: what it resumes after
+    items: deque[tuple[int, bytes]] = field(default_factory=deque)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    end: StreamEnd | None = None
+    attached: bool = False
+    handed_over: bool = False  # its last catch-up ended by attaching it (not by ending the stream)
+    closing: bool = False  # its buffer ends with session_finished
+    full_at: float | None = None  # when the fan-out found its buffer full (and detached it)
+    taken_at: float = 0.0
+
+    def finish(self, end: StreamEnd, urgent: bool = True) -> None:
+        """End the stream; ``urgent`` drops what is buffered (the reader resumes from the log)."""
+        if self.end is None:
+            self.end = end
+            if urgent:
+                self.items.clear()
+            self.ready.set()
+
+
+class SessionFanout:
+    """The readers of one live session's writer (see the module doc)."""
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        policy: StreamPolicy,
+        encode: Encode | None = None,
+        on_end: Callable[[SessionFanout], None] = lambda _: None,
+    ) -> None:
+        self.writer = writer
+        self.last = writer.last_seq  # the last seq handed out (or skipped, with no reader attached)
+        self.stopped = False  # it attaches no reader any more
+        self.task: asyncio.Task[None] | None = None
+        self._policy = policy
+        self._encode = encode or writer.json_of
+        self._on_end = on_end
+        self._attached: list[_Reader] = []
+        self._members = 0
+
+    @property
+    def readers(self) -> int:
+        """Readers streaming through it now, attached or catching up."""
+        return self._members
+
+    async def messages(
+        self, after: int, stops: Sequence[Stop] = ()
+    ) -> AsyncGenerator[ServerSentEvent | bytes, None]:
+        """One reader's stream from ``seq > after`` (the body of its response), ending as ``api.sse`` says."""
+        reader = _Reader(position=after, sent=after)
+        self._join(reader)
+        watchers = [asyncio.create_task(self._watch(reader, stop)) for stop in stops]
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if reader.items:
+                    now = loop.time()
+                    if self._stalled(reader, now):
+                        reader.finish(StreamEnd.slow_reader(self._policy, reader.sent))
+                        continue
+                    count = min(len(reader.items), MAX_CHUNK)
+                    taken = [reader.items.popleft() for _ in range(count)]
+                    reader.sent, reader.taken_at = taken[-1][0], now
+                    yield b"".join(data for _, data in taken)
+                    if reader.closing and not reader.items and reader.end is None:
+                        return
+                elif reader.end is not None:
+                    yield to_sse(replace(reader.end, resume_after=reader.sent))
+                    return
+                elif not reader.attached:
+                    reader.handed_over = False
+                    async for message in self._catch_up(reader):
+                        yield message
+                    if not reader.handed_over:
+                        return  # its own feed ended it: session_finished or a final error
+                else:
+                    reader.ready.clear()
+                    await reader.ready.wait()
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+            self._leave(reader)
+
+    def _stalled(self, reader: _Reader, now: float) -> bool:
+        """Its buffer filled up and it has taken nothing for ``stall_s`` since."""
+        full_at = reader.full_at
+        return full_at is not None and now - max(full_at, reader.taken_at) >= self._policy.stall_s
+
+    async def _catch_up(self, reader: _Reader) -> AsyncGenerator[ServerSentEvent | bytes, None]:
+        """The reader's events from its own feed until it is level with the fan-out (then attached)."""
+        reader.full_at = None
+        source = EventReader(self.writer.paths).follow(reader.position, self.writer, self._policy.poll_s)
+        feed = ReaderFeed(source, self._policy, stops=(reader.stopped.wait,), after=reader.position)
+
+        def handover(event: AgentEvent) -> bool:
+            reader.position = reader.sent = event.seq
+            reader.handed_over = event.type != FINAL and self._attach(reader)
+            return reader.handed_over
+
+        async with contextlib.aclosing(sse_messages(feed, self.writer.json_of, handover)) as messages:
+            async for message in messages:
+                yield message
+
+    async def _watch(self, reader: _Reader, stop: Stop) -> None:
+        await stop()
+        reader.stopped.set()
+        reader.finish(StreamEnd.shutting_down(reader.sent))
+
+    def _join(self, reader: _Reader) -> None:
+        self._members += 1
+        if not self.stopped and self.task is None:
+            self.task = asyncio.create_task(self._run(), name=f"sse-fanout-{self.writer.paths.session_id}")
+        self._attach(reader)
+
+    def _attach(self, reader: _Reader) -> bool:
+        """Attach the reader if it has every event handed out so far; True if attached."""
+        if self.stopped or reader.end is not None or reader.position < self.last:
+            return False
+        reader.attached, reader.full_at = True, None
+        self._attached.append(reader)
+        return True
+
+    def _leave(self, reader: _Reader) -> None:
+        self._members -= 1
+        if reader.attached:
+            reader.attached = False
+            self._attached.remove(reader)
+        if self._members == 0:
+            self.close()
+
+    def close(self) -> None:
+        """Attach no reader any more and end the task (call it when no reader streams through it)."""
+        self._stop()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self._on_end(self)
+
+    async def _run(self) -> None:
+        source = EventReader(self.writer.paths).follow(self.last, self.writer, self._policy.poll_s)
+        try:
+            async for event in source:
+                if self.stopped:
+                    break  # cancelled, but the follower's wait_for swallowed it (see api.sse.end_tasks)
+                self._publish(event)
+                if event.type == FINAL:
+                    break
+        except (OrchestratorError, OSError) as exc:
+            for reader in self._attached:
+                reader.finish(StreamEnd.store_error(exc, reader.position), urgent=False)
+        finally:
+            self._stop()
+            for reader in self._attached:
+                reader.attached = False
+            self._attached.clear()
+            aclose = getattr(source, "aclose", None)  # an async generator: its cleanup unsubscribes
+            if aclose is not None:
+                await aclose()
+
+    def _publish(self, event: AgentEvent) -> None:
+        """Hand ``event`` to every attached reader that lacks it; detach those whose buffer is full."""
+        self.last = seq = event.seq
+        if not self._attached:
+            return
+        data = to_sse(event, self._encode).encode()
+        final = event.type == FINAL
+        full: list[_Reader] = []
+        for reader in self._attached:
+            if seq <= reader.position:
+                continue
+            if len(reader.items) >= self._policy.queue_size:
+                full.append(reader)
+                continue
+            reader.items.append((seq, data))
+            reader.position, reader.closing = seq, final
+            reader.ready.set()
+        for reader in full:
+            reader.attached, reader.full_at = False, asyncio.get_running_loop().time()
+            self._attached.remove(reader)
+            reader.ready.set()
+
+
+class Fanouts:
+    """The fan-outs of this app's live sessions, at most one running per writer (kept on ``app.state``)."""
+
+    def __init__(self, policy: StreamPolicy) -> None:
+        self._policy = policy
+        self._running: dict[EventWriter, SessionFanout] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def of(self, writer: EventWriter) -> SessionFanout:
+        """The running fan-out of ``writer``, created if there is none.
+
+        Iterate its ``messages`` at once: a fan-out whose last reader left before another joined
+        has stopped, and serves the newcomer through the reader's own feed (exact, but not shared).
+        """
+        for stale in [f for w, f in self._running.items() if w.closed and not f.readers]:
+            stale.close()  # one created for a response that never started
+        fanout = self._running.get(writer)
+        if fanout is None:
+            fanout = SessionFanout(writer, self._policy, on_end=self._forget)
+            self._running[writer] = fanout
+        return fanout
+
+    def _forget(self, fanout: SessionFanout) -> None:
+        if self._running.get(fanout.writer) is fanout:
+            del self._running[fanout.writer]
