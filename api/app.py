@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.auth import TokenCheck, check_bind
 from api.errors import install_error_handlers
 from api.fanout import Fanouts
 from api.listing import SessionIndex
+from api.query import reject_unknown_query
 from api.routes import pages, sessions, stream
 from api.runner import SessionRunner
 from api.sse import StreamPolicy
@@ -88,8 +89,8 @@ def create_app(
     app.state.loop = None
     install_error_handlers(app)
     app.include_router(pages.router)
-    app.include_router(sessions.router)
-    app.include_router(stream.router)
+    app.include_router(sessions.router, dependencies=[Depends(reject_unknown_query)])
+    app.include_router(stream.router, dependencies=[Depends(reject_unknown_query)])
     if token is None:
         _document_as_open(app)
     return app

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,10 +59,12 @@ class TimedRuntime(DockerRuntime):
         self.start_s[container] = (begun, time.perf_counter())
         return container
 
-    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[LogLine]:
-        async for line in super().stream(container_id, since_ns):
+    async def stream_batches(
+        self, container_id: str, since_ns: int | None = None
+    ) -> AsyncGenerator[list[LogLine], None]:
+        async for batch in super().stream_batches(container_id, since_ns):
             self.first_line.setdefault(container_id, time.perf_counter())
-            yield line
+            yield batch
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from orchestrator.models.events import ExitReason
 from orchestrator.recovery import ExitInfo as RecoveryExit
 from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
 from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
-from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine, StreamName
+from orchestrator.runtime.spec import ContainerSpec, ExitInfo, StreamName
 from orchestrator.store import EventWriter
 
 log = get_logger(__name__)
@@ -79,17 +79,6 @@ class SpecBuilder(Protocol):
 
 
 Observer = Callable[[AgentEvent, str], Awaitable[None]]
-
-
-async def _batches(runtime: Runtime, container_id: str) -> AsyncIterator[list[LogLine]]:
-    # TEMPORARY until every Runtime has stream_batches
-    method = getattr(runtime, "stream_batches", None)
-    if method is not None:
-        async for batch in method(container_id):
-            yield batch
-        return
-    async for line in runtime.stream(container_id):
-        yield [line]
 
 
 def ro_target(index: int) -> str:
@@ -207,8 +196,7 @@ class Supervisor:
                         agent=job.agent, image=spec.image, container_id=container, argv=list(spec.argv),
                         attempt=attempt, flags=command.flags, rung=rung,
                     ))  # fmt: skip
-                    await self.writer.commit()
-                await self._watch(job, run, past, memory, deadline)
+                await self._watch(job, run, past, memory, deadline, commit=spec is not None)
                 exit_info = await self.runtime.wait(container)
             except asyncio.CancelledError:
                 # the session is ending (a STOP, a signal): this worker's container goes with it
@@ -255,11 +243,19 @@ class Supervisor:
         )  # fmt: skip
 
     async def _watch(
-        self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None, deadline: float
-    ) -> None:
-        """Read the container's lines until it ends, or until an action stops it."""
+        self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None, deadline: float,
+        *, commit: bool = False,
+    ) -> None:  # fmt: skip
+        """Read the container's lines until it ends, or until an action stops it.
+
+        With ``commit``, what is buffered (the ``worker_started`` event) is made durable while the
+        reader opens the stream: the runtime keeps a fresh container's live output for its first
+        reader only for a while, so opening it does not wait for the fsync; its lines are handled
+        once the start is durable and folded into the state the recovery rules read.
+        """
         loop = asyncio.get_running_loop()
-        reader = asyncio.ensure_future(self._read(job, run, past, memory))
+        committed = asyncio.ensure_future(self.writer.commit()) if commit else None
+        reader = asyncio.ensure_future(self._read(job, run, past, memory, committed))
         run.watched = datetime.now(UTC)
         try:
             while not reader.done():
@@ -283,20 +279,31 @@ class Supervisor:
                     run.exit_reason = "stalled"
                     await self.runtime.kill(run.container_id)
             reader.result()
+            if committed is not None:
+                await committed  # a silent container: its start is durable before its exit
         finally:
             if not reader.done():
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
+            if committed is not None and not committed.done():
+                with contextlib.suppress(Exception):  # the reader's failure is what propagates
+                    await committed
 
-    async def _read(self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None) -> None:
+    async def _read(
+        self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None,
+        committed: Awaitable[int] | None = None,
+    ) -> None:  # fmt: skip
         """Store every line as an ``output`` event and act on what the adapter makes of it.
 
         Lines come in the batches the runtime read them in; a run of lines of one stream is stored
         with one ``append_output``, cut before each line the adapter turns into payloads, so that a
         line's ``output`` event always comes before the events made from it.
         """
-        async for batch in _batches(self.runtime, run.container_id):
+        async for batch in self.runtime.stream_batches(run.container_id):
+            if committed is not None:
+                await committed
+                committed = None
             plain: list[str] = []
             stream: StreamName = batch[0].stream
             for line in batch:

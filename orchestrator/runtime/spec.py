@@ -10,9 +10,8 @@ handed a weaker container, whoever built the spec.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -242,9 +241,8 @@ class ContainerInfo(Model):
         return self.status in ("running", "paused", "restarting")
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One line of a container's output, without its newline.
+class LogLine(NamedTuple):
+    """One line of a container's output, without its newline (a tuple: a flood makes one per line).
 
     ``time_ns`` is the runtime's own timestamp of the line (for Docker: the daemon's, nanoseconds
     since the epoch); it is the cursor for ``Runtime.stream(since_ns=...)``.

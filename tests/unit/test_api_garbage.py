@@ -135,3 +135,29 @@ async def test_any_query_string_is_answered_without_a_server_error(
     response = await client.get("/api/sessions/abcdefgh12/events",
                                 params={"after": after, "limit": limit, "type": kind})  # fmt: skip
     assert response.status_code in (200, 400, 404, 422)
+
+
+@pytest.mark.parametrize(
+    ("url", "unknown"),
+    [
+        ("/api/sessions?limt=5", "'limt'"),
+        ("/api/sessions/abcdefgh12/events?after=0&tpye=output", "'tpye'"),
+        ("/api/sessions/abcdefgh12/stream?after=0&x=1&y=2", "'x', 'y'"),
+    ],
+)
+async def test_an_unknown_query_parameter_is_refused_naming_it_and_the_known_ones(
+    client: httpx.AsyncClient, url: str, unknown: str
+) -> None:
+    """A typo in a parameter is a 400 that says which name is unknown, never silently ignored."""
+    response = await client.get(url)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "bad_request"
+    assert f"unknown query parameter(s) {unknown}" in error["message"]
+    assert "this route takes:" in error["message"]
+
+
+async def test_the_dashboard_page_and_health_take_any_query(client: httpx.AsyncClient) -> None:
+    """The page keeps its own state in the query string; only the API routes check theirs."""
+    assert (await client.get("/?s=abc")).status_code == 200
+    assert (await client.get("/api/health?probe=1")).status_code == 200

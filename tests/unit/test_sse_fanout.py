@@ -347,8 +347,8 @@ async def test_readers_of_a_live_session_share_one_fanout_that_ends_when_they_ha
         for n in range(6):
             await runner.emit(sid, "codex-t1", Output(stream="stdout", line=f"line {n}"), "t1")
         got = await asyncio.wait_for(asyncio.gather(*readers), 10)
-        for _ in range(50):  # the server sees the hang-ups a moment later
-            if not len(fanouts):
+        for _ in range(100):  # the server sees the hang-ups a moment later, then the task ends
+            if not len(fanouts) and not fanout_tasks():
                 break
             await asyncio.sleep(0.05)
         left = (len(fanouts), fanout_tasks())
