@@ -30,10 +30,9 @@ from dataclasses import dataclass, field, replace
 
 from sse_starlette import ServerSentEvent
 
-from api.sse import MAX_CHUNK, Encode, ReaderFeed, Stop, StreamEnd, StreamPolicy, sse_messages, to_sse
+from api.sse import MAX_CHUNK, Encode, Logged, ReaderFeed, Stop, StreamEnd, StreamPolicy, sse_messages, to_sse
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
-from orchestrator.models import AgentEvent
 from orchestrator.store import EventReader, EventWriter
 
 log = get_logger(__name__)
@@ -136,10 +135,12 @@ class SessionFanout:
     async def _catch_up(self, reader: _Reader) -> AsyncGenerator[ServerSentEvent | bytes, None]:
         """The reader's events from its own feed until it is level with the fan-out (then attached)."""
         reader.full_at = None
-        source = EventReader(self.writer.paths).follow(reader.position, self.writer, self._policy.poll_s)
+        source = EventReader(self.writer.paths).follow_stored(
+            reader.position, self.writer, self._policy.poll_s
+        )
         feed = ReaderFeed(source, self._policy, stops=(reader.stopped.wait,), after=reader.position)
 
-        def handover(event: AgentEvent) -> bool:
+        def handover(event: Logged) -> bool:
             reader.position = reader.sent = event.seq
             reader.handed_over = event.type != FINAL and self._attach(reader)
             return reader.handed_over
@@ -187,7 +188,7 @@ class SessionFanout:
             self._on_end(self)
 
     async def _run(self) -> None:
-        source = EventReader(self.writer.paths).follow(self.last, self.writer, self._policy.poll_s)
+        source = EventReader(self.writer.paths).follow_stored(self.last, self.writer, self._policy.poll_s)
         try:
             async for event in source:
                 if self.stopped:
@@ -207,7 +208,7 @@ class SessionFanout:
             if aclose is not None:
                 await aclose()
 
-    def _publish(self, event: AgentEvent) -> None:
+    def _publish(self, event: Logged) -> None:
         """Hand ``event`` to every attached reader that lacks it; detach those whose buffer is full."""
         self.last = seq = event.seq
         if not self._attached:

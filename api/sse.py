@@ -38,8 +38,10 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
 from orchestrator.models import AgentEvent, utcnow
+from orchestrator.recent_events import Stored
 
 log = get_logger(__name__)
+Logged = AgentEvent | Stored  # an event of the log: an object, or its stored line with seq and type
 EndCode = Literal["slow_reader", "shutting_down", "store_error"]
 Stop = Callable[[], Awaitable[object]]
 
@@ -110,7 +112,7 @@ class ReaderFeed:
 
     def __init__(
         self,
-        source: AsyncIterator[AgentEvent],
+        source: AsyncIterator[Logged],
         policy: StreamPolicy,
         stops: Sequence[Stop] = (),
         after: int = 0,
@@ -118,7 +120,7 @@ class ReaderFeed:
         self._source = source
         self._policy = policy
         self._stops = stops
-        self._items: deque[AgentEvent] = deque()
+        self._items: deque[Logged] = deque()
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
         self._end: StreamEnd | None = None
@@ -169,7 +171,7 @@ class ReaderFeed:
         await stop()
         self._finish(StreamEnd.shutting_down(self.last_sent))
 
-    async def items(self) -> AsyncGenerator[AgentEvent | StreamEnd, None]:
+    async def items(self) -> AsyncGenerator[Logged | StreamEnd, None]:
         """Events in order, then possibly one ``StreamEnd``; ends after ``session_finished``."""
         tasks = [asyncio.create_task(self._pump())]
         tasks += [asyncio.create_task(self._watch(stop)) for stop in self._stops]
@@ -212,11 +214,15 @@ Encode = Callable[[AgentEvent], str]
 MAX_CHUNK = 256  # events written to the socket at once, at most
 
 
-def to_sse(item: AgentEvent | StreamEnd, encode: Encode | None = None) -> ServerSentEvent:
-    """One feed item as an SSE message; ``encode`` gives an event's JSON (default ``model_dump_json``)."""
+def to_sse(item: Logged | StreamEnd, encode: Encode | None = None) -> ServerSentEvent:
+    """One feed item as an SSE message. A ``Stored`` line goes out as stored; for an event object,
+    ``encode`` gives its JSON (default ``model_dump_json``)."""
     if isinstance(item, StreamEnd):
         return ServerSentEvent(data=orjson.dumps(item.body()).decode(), event="error")
-    data = item.model_dump_json() if encode is None else encode(item)
+    if isinstance(item, Stored):
+        data = item.text
+    else:
+        data = item.model_dump_json() if encode is None else encode(item)
     return ServerSentEvent(data=data, event=item.type, id=str(item.seq))
 
 
@@ -225,7 +231,7 @@ def ping() -> ServerSentEvent:
 
 
 async def sse_messages(
-    feed: ReaderFeed, encode: Encode | None = None, handover: Callable[[AgentEvent], bool] | None = None
+    feed: ReaderFeed, encode: Encode | None = None, handover: Callable[[Logged], bool] | None = None
 ) -> AsyncGenerator[ServerSentEvent | bytes, None]:
     """The feed as SSE messages (the body of the stream response).
 

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from orchestrator.errors import SessionLocked, SessionNotFound, StoreError, StoreFull
 from orchestrator.log import REDACTOR, Redactor, get_logger
-from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, apply_output, utcnow
+from orchestrator.models import PAYLOADS, AgentEvent, EventDraft, SessionState, apply, apply_output, utcnow
 from orchestrator.paths import SessionPaths
 from orchestrator.recent_events import RecentEvents, Stored
 
@@ -183,6 +183,20 @@ class EventReader:
         writer, new events come from its memory (``EventWriter.recent``) while they are there.
         The caller ends the iteration (e.g. after ``session_finished``).
         """
+        async for stored in self.follow_stored(after, writer, poll_s):
+            event = _validated(stored)
+            if event is not None:
+                yield event
+
+    async def follow_stored(
+        self, after: int = 0, writer: EventWriter | None = None, poll_s: float = 0.2
+    ) -> AsyncIterator[Stored]:
+        """``follow``, as stored lines with their seq and type: for readers that pass lines on (SSE).
+
+        No event object is built: from the writer's memory a line is the writer's own, and from
+        the file a line is checked to be a JSON object with an integer ``seq`` and a known ``type``
+        (``Stored.event`` validates the rest when asked).
+        """
         self._require()
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -199,11 +213,11 @@ class EventReader:
                 if recent is None:
                     batch, offset = await asyncio.to_thread(self._read_from, offset, last)
                 else:
-                    batch = [stored.event for stored in recent]
-                    offset = recent[-1].end if recent else offset
-                for event in batch:
-                    last = event.seq
-                    yield event
+                    batch = recent
+                    offset = batch[-1].end if batch else offset
+                for stored in batch:
+                    last = stored.seq
+                    yield stored
                 if not batch:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=poll_s)
@@ -211,18 +225,37 @@ class EventReader:
             if unsubscribe is not None:
                 unsubscribe()
 
-    def _read_from(self, offset: int, after: int) -> tuple[list[AgentEvent], int]:
-        events: list[AgentEvent] = []
+    def _read_from(self, offset: int, after: int) -> tuple[list[Stored], int]:
+        found: list[Stored] = []
         for line, end in iter_lines(self.paths.events, offset):
             offset = end
-            if b'"seq":' not in line[:16]:
-                continue
-            event = parse_line(line)
-            if event is not None and event.seq > after:
-                events.append(event)
-            if len(events) >= 2000:
+            stored = _stored(line, end)
+            if stored is not None and stored.seq > after:
+                found.append(stored)
+            if len(found) >= 2000:
                 break
-        return events, offset
+        return found, offset
+
+
+def _stored(raw: bytes, end: int) -> Stored | None:
+    """A line of the log as ``Stored`` if it has an integer seq and a known type; else None (logged)."""
+    try:
+        body = orjson.loads(raw)
+        seq, kind = body["seq"], body["type"]
+        if type(seq) is int and seq >= 1 and kind in PAYLOADS:
+            return Stored(seq, kind, raw.decode(), end)
+    except (orjson.JSONDecodeError, TypeError, KeyError, UnicodeDecodeError):
+        pass
+    log.warning("store.corrupt_line", line=raw[:120].decode(errors="replace"))
+    return None
+
+
+def _validated(stored: Stored) -> AgentEvent | None:
+    try:
+        return stored.event
+    except ValidationError as exc:
+        log.warning("store.corrupt_line", error=str(exc).splitlines()[0], line=stored.text[:120])
+        return None
 
 
 @dataclass(slots=True)

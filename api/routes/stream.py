@@ -71,7 +71,7 @@ async def stream(
         fanouts: Fanouts = request.app.state.fanouts
         body = fanouts.of(writer).messages(start, stops)
     else:
-        source = EventReader(paths).follow(start, poll_s=policy.poll_s)
+        source = EventReader(paths).follow_stored(start, poll_s=policy.poll_s)
         body = sse_messages(ReaderFeed(source, policy, stops=stops, after=start))
     return EventStream(
         body,

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -21,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sse_starlette import ServerSentEvent
 
+from api import fanout as fanout_module
 from api.app import create_app
 from api.fanout import Fanouts, SessionFanout
-from api.sse import StreamPolicy
+from api.sse import StreamPolicy, to_sse
 from api.testing import FakeSessionRunner, serve
 from orchestrator.config import Settings
-from orchestrator.models import AgentEvent, Output, SessionFinished
+from orchestrator.models import Output, SessionFinished
 from orchestrator.paths import SessionPaths
 from orchestrator.store import EventWriter
 
@@ -106,17 +108,20 @@ def fanout_tasks() -> list[asyncio.Task[object]]:
 # ---- one fan-out, many readers -------------------------------------------------------------
 
 
-async def test_readers_at_the_live_end_get_the_same_bytes_each_event_encoded_once(tmp_path: Path) -> None:
+async def test_readers_at_the_live_end_get_the_same_bytes_each_event_encoded_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Twenty readers receive byte-identical streams, exactly the log as SSE; each event is encoded once."""
     writer = open_writer(tmp_path)
     emit(writer, 3)
     encoded: list[int] = []
 
-    def counting_json_of(event: AgentEvent) -> str:
-        encoded.append(event.seq)
-        return writer.json_of(event)
+    def counting_to_sse(item: Any, encode: Any = None) -> ServerSentEvent:
+        encoded.append(item.seq)
+        return to_sse(item, encode)
 
-    fanout = SessionFanout(writer, StreamPolicy(queue_size=1000), encode=counting_json_of)
+    monkeypatch.setattr(fanout_module, "to_sse", counting_to_sse)
+    fanout = SessionFanout(writer, StreamPolicy(queue_size=1000))
     readers = [asyncio.create_task(read_all(fanout.messages(after=3))) for _ in range(20)]
     await settle()
     for _ in range(10):
