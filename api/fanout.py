@@ -30,7 +30,18 @@ from dataclasses import dataclass, field, replace
 
 from sse_starlette import ServerSentEvent
 
-from api.sse import MAX_CHUNK, Encode, Logged, ReaderFeed, Stop, StreamEnd, StreamPolicy, sse_messages, to_sse
+from api.sse import (
+    MAX_CHUNK,
+    Encode,
+    Logged,
+    ReaderFeed,
+    Stop,
+    StreamEnd,
+    StreamPolicy,
+    sse_bytes,
+    sse_messages,
+    to_sse,
+)
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
 from orchestrator.store import EventReader, EventWriter
@@ -213,7 +224,7 @@ class SessionFanout:
         self.last = seq = event.seq
         if not self._attached:
             return
-        data = to_sse(event, self._encode).encode()
+        data = sse_bytes(event, self._encode)
         final = event.type == FINAL
         full: list[_Reader] = []
         for reader in self._attached:

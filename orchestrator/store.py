@@ -41,7 +41,7 @@ from orchestrator.recent_events import RecentEvents, Stored
 log = get_logger(__name__)
 SNAPSHOT_VERSION = 1
 _CHUNK = 1 << 20
-RECENT_EVENTS = 2048  # durable events a writer keeps for its in-process followers ...
+RECENT_EVENTS = 16384  # durable events a writer keeps for its in-process followers ...
 RECENT_BYTES = 4 << 20  # ... and about as many characters of their JSON at most
 
 

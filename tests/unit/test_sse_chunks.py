@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sse_starlette import ServerSentEvent
 
-from api.sse import MAX_CHUNK, ReaderFeed, StreamPolicy, sse_messages, to_sse
+from api.sse import MAX_CHUNK, ReaderFeed, StreamPolicy, sse_bytes, sse_messages, to_sse
 from orchestrator.models import AgentEvent, EventDraft, Output, SessionFinished, utcnow
+from orchestrator.recent_events import Stored
 
 pytestmark = pytest.mark.timeout(30)
 POLICY = StreamPolicy(queue_size=10_000, stall_s=5)
@@ -86,7 +90,7 @@ async def test_handover_ends_the_messages_with_the_event_it_accepts_and_closes_t
 
     asked: list[int] = []
 
-    def handover(item: AgentEvent) -> bool:
+    def handover(item: AgentEvent | Stored) -> bool:
         asked.append(item.seq)
         return item.seq == 5
 
@@ -94,3 +98,12 @@ async def test_handover_ends_the_messages_with_the_event_it_accepts_and_closes_t
     assert b"".join(chunks) == b"".join(to_sse(e).encode() for e in events[:5])
     assert asked == [1, 2, 3, 4, 5]
     assert closed.is_set()
+
+
+@settings(max_examples=200, deadline=None)
+@given(line=st.text(max_size=80), seq=st.integers(min_value=1, max_value=10**12))
+def test_a_stored_line_is_written_as_sse_starlette_writes_it(line: str, seq: int) -> None:
+    """The direct encoding of a stored line is byte for byte ``ServerSentEvent(...).encode()``."""
+    text = orjson.dumps({"seq": seq, "type": "output", "data": {"stream": "stdout", "line": line}}).decode()
+    stored = Stored(seq, "output", text)
+    assert sse_bytes(stored) == to_sse(stored).encode()
