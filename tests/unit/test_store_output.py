@@ -84,7 +84,9 @@ def test_every_output_line_is_redacted(tmp_path: Path) -> None:
     """A registered secret and a key-shaped string are masked in every line that holds one."""
     paths = SessionPaths.of(tmp_path, "sess0001")
     with EventWriter.open(paths, redactor=Redactor(["hunter2-secret"])) as writer:
-        writer.append_output("codex-t1", "t1", "stdout", ["ok", f"key {CANARY}", "pw=hunter2-secret!", "fine"])
+        writer.append_output(
+            "codex-t1", "t1", "stdout", ["ok", f"key {CANARY}", "pw=hunter2-secret!", "fine"]
+        )
         writer.flush()
     text = paths.events.read_text()
     assert CANARY not in text and "hunter2-secret" not in text
