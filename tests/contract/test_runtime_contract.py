@@ -101,7 +101,8 @@ async def test_batches_after_since_repeat_nothing(harness: Harness) -> None:
     program = Program(lines=tuple(("stdout", f"line{i}") for i in range(6)), every_s=0.05)
     container_id = await harness.runtime.start(harness.spec(program))
     await harness.runtime.wait(container_id, timeout_s=30)
-    everything = await collect(harness, container_id)
+    await collect(harness, container_id)  # the first reader: on Docker, the live attach (receipt times)
+    everything = await collect(harness, container_id)  # a later one: the stored log and its times
     rest = await collect_batches(harness, container_id, since_ns=everything[2].time_ns)
     assert [[line.text for line in batch] for batch in rest] == [["line3", "line4", "line5"]]
 
