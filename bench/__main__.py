@@ -1,7 +1,7 @@
 """``python -m bench [b1 ... b5] [--quick] [--out PATH]``: run benchmarks, print the table, store it.
 
 Without names every benchmark runs. A full run (all five, not ``--quick``) writes
-``bench/results/latest.json`` and the table in ``bench/README.md``; any other run writes
+``bench/results/latest.json`` and the table in ``bench/README.md`` and the project README; any other run writes
 ``build/bench/<quick|partial>.json`` unless ``--out`` says where. Exit status: 0 when every chosen
 benchmark ran (missed targets are figures, not failures), 1 when one of them failed, 2 for a bad
 command line.
@@ -37,7 +37,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
 }
 HERE = Path(__file__).resolve().parent
 LATEST = HERE / "results" / "latest.json"
-README = HERE / "README.md"
+READMES = (HERE / "README.md", HERE.parent / "README.md")  # the benchmarks' own, and the project's
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -106,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: FAILED: {error}")
     print(f"results: {out}")
     if out == LATEST and not results.errors:
-        update_readme(README, render_markdown(results.figures, results.machine, results.when, results.mode))
+        table = render_markdown(results.figures, results.machine, results.when, results.mode)
+        for readme in READMES:
+            update_readme(readme, table)
     return 1 if results.errors else 0
 
 
