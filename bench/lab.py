@@ -82,8 +82,10 @@ class FirstOutput:
         workers = self._writer.state.workers
         for name, (loop, future) in list(self._waiting.items()):
             found = workers.get(name)
-            if found is not None and found.last_output_at is not None:
-                del self._waiting[name]
+            if found is None or found.last_output_at is None:
+                continue
+            # two flushes (the flusher's and a commit) may call listeners at once, from two threads
+            if self._waiting.pop(name, None) is not None:
                 loop.call_soon_threadsafe(_resolve, future, now)
 
 

@@ -340,7 +340,11 @@ class EventWriter:
         return self.state.last_seq
 
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
-        """Call ``callback(last_seq)`` after every durable batch; returns the unsubscribe function."""
+        """Call ``callback(last_seq)`` after every durable batch; returns the unsubscribe function.
+
+        Callbacks run in the flushing thread, and two flushes (the flusher's and a ``commit``) may
+        call them at the same time: they must be thread-safe and quick.
+        """
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
