@@ -174,3 +174,17 @@ def test_reader_survives_garbage(block: bytes) -> None:
     reader.take(block, 1.0)
     assert reader.count in (0, 1)
     assert reader.gaps <= reader.count
+
+
+def test_the_stage_timer_prints_one_figure_per_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.stages`` times every stage of B2's per-line path on the real functions."""
+    from bench import stages
+
+    stages.main(3000)
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split("  ")[0] for row in rows] == [
+        "raw attach reader: split 64 KiB chunks", "runtime: bytes -> LogLine",
+        "adapter: Codex parse_line, plain line", "store: append_output + group commit + fold",
+        "SSE: the message of a stored line",
+    ]  # fmt: skip
+    assert all(float(row.split()[-2]) > 0 for row in rows)

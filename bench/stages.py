@@ -1,0 +1,85 @@
+"""``python -m bench.stages [LINES]``: the per-line cost of each stage of the B2 pipeline, alone.
+
+No Docker: the stages run on lines made here (about 110 B each), one core, in this process. It
+prints microseconds per line for the raw attach reader's own work (split 64 KiB chunks), the
+runtime's lines (``ChunkLines``), the Codex adapter on a plain line, storing (``append_output`` with
+group commit and the state fold) and the SSE message of a stored line. Where B2's time goes.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from api.sse import sse_bytes
+from orchestrator.agents import get_adapter
+from orchestrator.paths import SessionPaths
+from orchestrator.runtime.lines import ChunkLines
+from orchestrator.runtime.spec import LogLine
+from orchestrator.store import EventWriter
+
+CHUNK = 64 * 1024
+BATCH = 256
+
+
+def timed(label: str, lines: int, work: Callable[[], object]) -> float:
+    begun = time.perf_counter()
+    work()
+    per_line = (time.perf_counter() - begun) / lines * 1e6
+    print(f"{label:48s} {per_line:6.2f} us/line")
+    return per_line
+
+
+def main(lines: int) -> None:
+    texts = [f"{i:08d} line of output " + "y" * 80 for i in range(lines)]
+    blob = ("\n".join(texts) + "\n").encode()
+    chunks = [blob[k : k + CHUNK] for k in range(0, len(blob), CHUNK)]
+
+    def raw_split() -> int:
+        rest, count = b"", 0
+        for chunk in chunks:
+            *done, rest = (rest + chunk).split(b"\n")
+            count += len(done)
+        return count
+
+    made: list[LogLine] = []
+
+    def runtime_lines() -> None:
+        assembler = ChunkLines("stdout")
+        for chunk in chunks:
+            made.extend(assembler.feed(chunk, time.time_ns()))
+
+    parser = get_adapter("codex").parser()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EventWriter.open(SessionPaths.of(Path(tmp), "stages01")) as writer,
+    ):
+
+        def store() -> None:
+            for start in range(0, lines, BATCH):
+                writer.append_output(
+                    "codex-t1", "t1", "stdout", [line.text for line in made[start : start + BATCH]]
+                )
+                if start % (BATCH * 8) == 0:
+                    writer.flush()
+            writer.flush()
+
+        timed("raw attach reader: split 64 KiB chunks", lines, raw_split)
+        timed("runtime: bytes -> LogLine", lines, runtime_lines)
+        timed(
+            "adapter: Codex parse_line, plain line",
+            lines,
+            lambda: [parser.parse_line("stdout", t) for t in texts],
+        )
+        timed("store: append_output + group commit + fold", lines, store)
+        kept = writer.recent(max(writer.last_seq - 10_000, 0)) or []
+        timed(
+            "SSE: the message of a stored line", len(kept) or 1, lambda: b"".join(sse_bytes(s) for s in kept)
+        )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)
