@@ -1,19 +1,15 @@
-"""From a job's CLI command to the hardened container spec of one attempt (through ``sandbox.safety``).
+"""From a job's CLI command to the hardened container spec of one attempt (through ``sandbox.layout``).
 
-Per worker the launcher keeps a folder ``workspace/<session>/homes/<worker>/``:
-- ``files/``: the read-only config files the CLI reads (``CommandSpec.files``), each bind-mounted
-  read-only at its own path under ``/etc``;
-- ``state/<n>/``: the CLI's own state (``CommandSpec.state_dirs``: its session log, which
-  ``--resume`` reads), mounted read-write and kept between the attempts of the worker — a copy of
-  the agent's login folder starts it when the agent logs in that way. Never shared between workers.
-The task's folder is ``/workspace`` (read-write only for a write task's own clone).
+A job's folder is mounted at ``/workspace`` (read-write only for a write task's own clone), its
+extra read-only folders at ``/ro/<n>``. ``sandbox.layout.worker_spec`` adds the rest, the same for
+every launcher: the CLI's config files and state folders in the worker's own folder
+``workspace/<session>/homes/<worker>/`` (``sandbox.worker_home``: ``files/`` read-only,
+``state/<n>/`` read-write and kept between the attempts of the worker, started from a copy of the
+agent's login folder when it logs in that way), then ``sandbox.safety.build_spec``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +19,10 @@ from orchestrator.config import Settings
 from orchestrator.paths import SessionPaths
 from orchestrator.runtime.spec import ContainerSpec
 from orchestrator.supervisor import Job, ro_target
+from sandbox.layout import SessionContext, TaskLayout, worker_spec
 from sandbox.mounts import MountRequest, SandboxRoots
-from sandbox.safety import WorkerRequest, build_spec, container_user
+from sandbox.safety import container_user
+from sandbox.worker_home import WorkerHome
 
 
 @dataclass
@@ -47,61 +45,24 @@ class Launcher:
         self, job: Job, command: CommandSpec, attempt: int, memory_bytes: int | None
     ) -> ContainerSpec:
         """The spec of attempt ``attempt`` of ``job`` running ``command`` (see the module docstring)."""
-        home = self.paths.home(job.worker)
         mounts = [MountRequest(str(job.workdir), "rw" if job.writable else "ro", "/workspace")]
         mounts += [MountRequest(str(p), "ro", ro_target(i)) for i, p in enumerate(job.extra_ro)]
-        for target, content in command.files.items():
-            host = home / "files" / hashlib.sha256(target.encode()).hexdigest()[:16] / Path(target).name
-            _write(host, content)
-            mounts.append(MountRequest(str(host), "ro", target))
-        for index, target in enumerate(command.state_dirs):
-            host = home / "state" / str(index)
-            self._prepare_state(host, job, command, target)
-            mounts.append(MountRequest(str(host), "rw", target))
         roots = SandboxRoots(
             repo=self.repo, workspace=self.paths.root, worktree=job.workdir if job.writable else None,
-            extra=tuple(self.settings.allowed_roots), state=(home / "state",),
+            extra=tuple(self.settings.allowed_roots),
         )  # fmt: skip
-        request = WorkerRequest(
-            image=self.image(job.agent.value), argv=command.argv, session_id=self.paths.session_id,
-            worker=job.worker, attempt=attempt, task="write" if job.writable else "read-only",
-            mounts=mounts, roots=roots, user=self.owner, limits=self.settings.limits, network=self.network,
-            env={**command.env, **self.env, **self.agent_env.get(job.agent.value, {})}, secrets=dict(command.secrets), task_id=job.task_id,
-            agent=job.agent.value, memory_bytes=memory_bytes, workdir=command.workdir,
+        layout = TaskLayout(job.task_id, "write" if job.writable else "read-only", roots, tuple(mounts))
+        return worker_spec(
+            command, layout, session=SessionContext(self.paths, self.repo, self.network),
+            settings=self.settings, worker=job.worker, attempt=attempt, image=self.image(job.agent.value),
+            user=self.owner, memory_bytes=memory_bytes,
+            env={**self.env, **self.agent_env.get(job.agent.value, {})},
         )  # fmt: skip
-        return build_spec(request)
 
     def transcript_files(self, job: Job, command: CommandSpec) -> list[Path]:
         """Host paths of the CLI's session logs (``transcript_glob`` inside one of its state dirs)."""
-        pattern = command.transcript_glob or ""
-        for index, target in enumerate(command.state_dirs):
-            prefix = target.rstrip("/") + "/"
-            if pattern.startswith(prefix):
-                return sorted(
-                    (self.paths.home(job.worker) / "state" / str(index)).glob(pattern[len(prefix) :])
-                )
-        return []
+        return WorkerHome(self.paths, job.worker).transcripts(command)
 
     def image(self, agent: str) -> str:
         override = self.settings.agent(agent).image
         return override or self.images[agent]
-
-    def _prepare_state(self, host: Path, job: Job, command: CommandSpec, target: str) -> None:
-        if host.exists():
-            return
-        login = self.settings.agent(job.agent.value).login_dir
-        if login is not None and command.login_dir == target and login.is_dir():
-            shutil.copytree(login, host, symlinks=False)
-        else:
-            host.mkdir(parents=True)
-        if os.geteuid() == 0:
-            uid, gid = self.owner
-            for path in [host, *host.rglob("*")]:
-                os.lchown(path, uid, gid)
-
-
-def _write(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_bytes() != content:
-        path.write_bytes(content)
-        path.chmod(0o644)

@@ -2,10 +2,11 @@
 
 The seed's names are kept: ``launch_gemini(task, dirs)``, ``launch_codex(task, cwd)``,
 ``launch_claude(task, dirs)``, ``stop_worker(name)``, ``get_worker_status(name)``. Each launch asks
-the agent's adapter for the command (``command_for``), has ``sandbox.layout`` place the task's mounts,
-the command's read-only config files and its state folders (kept between attempts inside the task's
-clone, so a resumed CLI finds its session) and ``sandbox.safety.build_spec`` check and harden it
-all, starts the container and records ``worker_started``. The returned ``WorkerHandle`` streams the lines, waits
+the agent's adapter for the command (``command_for``) and ``sandbox.layout`` for the task's mounts,
+then goes the way every launcher goes (``sandbox.layout.worker_spec``): the command's config files
+and state folders in the worker's own ``homes/<worker>/`` (the state kept between its attempts, so a
+resumed CLI finds its session), checked and hardened by ``sandbox.safety.build_spec``. It starts the
+container and records ``worker_started``. The returned ``WorkerHandle`` streams the lines, waits
 for the exit (recording ``worker_exited`` once) and stops, pauses or removes the container.
 
 Signals: a library installs no handlers. The CLI's SIGINT/SIGTERM handler calls ``stop_all(grace_s)``.
@@ -30,11 +31,11 @@ from orchestrator.models.state import AgentState, SessionState, apply
 from orchestrator.paths import validate_task_id
 from orchestrator.runtime.protocol import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
 from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine
-from sandbox.layout import STATE_DIR, SessionContext, task_layout, worker_spec
+from sandbox.layout import SessionContext, task_layout, worker_spec
 from sandbox.mounts import TaskMode
+from sandbox.safety import container_user
 
 __all__ = [
-    "STATE_DIR",
     "EventSink",
     "MemoryEvents",
     "SessionContext",
@@ -233,7 +234,8 @@ class WorkerManager:
             command = command_for(agent, prompt or _prompt_of(task), chosen, self.settings,
                                   resume_id=resume_id, extra_ro_dirs=extra)  # fmt: skip
         spec = worker_spec(command, layout, session=self.session, settings=self.settings, worker=name,
-                           attempt=attempt, image=image_for(agent, self.settings), memory_bytes=memory_bytes)  # fmt: skip
+                           attempt=attempt, image=image_for(agent, self.settings),
+                           user=container_user(self.session.repo, self.settings), memory_bytes=memory_bytes)  # fmt: skip
         container_id = await self.runtime.start(spec)
         handle = WorkerHandle(name, agent, task_id, container_id, attempt, chosen, spec, self)
         self.handles[name] = handle

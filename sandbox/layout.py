@@ -4,21 +4,19 @@
 - ``task_layout(...)``: the task's mounts. A writer gets its worktree (its clone, under
   ``<workspace>/<session>/worktrees/<task>``) read-write at ``/workspace`` with its read-only dirs
   laid over it; a reader gets its dirs (or the whole repository) read-only.
-- ``worker_spec(command, layout, ...)``: writes the command's config files under the session's
-  folder (mounted read-only), keeps a writer's CLI state folders inside its clone
-  (``.git/orchestrator-state/<worker>``, the one place it may write, so a resumed CLI finds its
-  session), then lets ``sandbox.safety.build_spec`` check and harden it all.
+- ``worker_spec(command, layout, ...)``: adds the command's config files and CLI state folders
+  (``sandbox.worker_home``: the worker's own folder under the session's ``homes/``, kept between
+  its attempts, never in the clone) and lets ``sandbox.safety.build_spec`` check and harden it all.
 
-``WorkerManager`` uses these; so can any other launcher (a supervisor, ``orchestrate sandbox check``):
-one path from a command to a container.
+Every launcher goes through ``worker_spec``: ``orchestrator.launch.Launcher`` (the sessions'
+supervised jobs) and ``WorkerManager`` (``orchestrate sandbox check``). One path from a command
+to a container.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.agents import CommandSpec
@@ -29,9 +27,8 @@ from orchestrator.paths import SessionPaths
 from orchestrator.runtime.spec import ContainerSpec
 from sandbox.mounts import MountRequest, SandboxRoots, TaskMode, check_mounts
 from sandbox.profiles import HOME, TMP, WORKDIR
-from sandbox.safety import WorkerRequest, build_spec, container_user
-
-STATE_DIR = ".git/orchestrator-state"
+from sandbox.safety import WorkerRequest, build_spec
+from sandbox.worker_home import WorkerHome
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +52,9 @@ class SessionContext:
 
 @dataclass(frozen=True, slots=True)
 class TaskLayout:
-    """The roots and the requested mounts of one task."""
+    """The roots and the requested mounts of one task (``task_id`` None: a job of no task)."""
 
-    task_id: str
+    task_id: str | None
     mode: TaskMode
     roots: SandboxRoots
     mounts: tuple[MountRequest, ...]
@@ -92,54 +89,30 @@ def task_layout(
 
 def worker_spec(
     command: CommandSpec, layout: TaskLayout, *, session: SessionContext, settings: Settings, worker: str,
-    attempt: int, image: str, memory_bytes: int | None = None,
+    attempt: int, image: str, user: tuple[int, int], memory_bytes: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ContainerSpec:  # fmt: skip
-    """The hardened spec of one attempt of ``command``; ``UnsafeMount``/``ConfigError`` if refused."""
-    user = container_user(session.repo, settings)
-    mounts = [*layout.mounts, *_command_mounts(command, layout, session, settings, worker, attempt, user)]
-    return build_spec(WorkerRequest(
-        image=image, argv=command.argv, session_id=session.paths.session_id, worker=worker, attempt=attempt,
-        task=layout.mode, mounts=mounts, roots=layout.roots, user=user, limits=settings.limits,
-        network=session.network, env=command.env, secrets=command.secrets, task_id=layout.task_id,
-        agent=command.agent.value, memory_bytes=memory_bytes, workdir=command.workdir,
-    ))  # fmt: skip
+    """The hardened spec of attempt ``attempt`` of ``worker`` running ``command`` in ``layout``.
 
-
-def _command_mounts(command: CommandSpec, layout: TaskLayout, session: SessionContext, settings: Settings,
-                    worker: str, attempt: int, user: tuple[int, int]) -> list[MountRequest]:  # fmt: skip
-    """The command's config files (read-only) and, for a writer, its state folders (in its clone)."""
+    Writes the command's config files and makes its state folders in the worker's home (see
+    ``sandbox.worker_home``): besides a writer's clone, the only host folders the container may
+    write. ``env`` is laid over the command's own (the agent's proxy). ``user`` is the container's
+    uid/gid (``sandbox.safety.container_user``). ``UnsafeMount``/``ConfigError`` if refused.
+    """
     for path in command.writable_dirs:
         if not (_under(path, TMP) or _under(path, HOME)):
             raise ConfigError(f"{command.agent} needs {path} writable, outside {TMP} and {HOME}")
-    mounts: list[MountRequest] = []
-    files_dir = session.paths.home(worker) / "files" / f"a{attempt}"
-    for target, content in command.files.items():
-        host = files_dir / target.lstrip("/")
-        host.parent.mkdir(parents=True, exist_ok=True)
-        host.write_bytes(content)
-        host.chmod(0o644)
-        mounts.append(MountRequest(str(host), "ro", target))
-    worktree = layout.roots.worktree
-    if layout.mode != "write" or worktree is None or not worktree.is_dir():
-        return mounts  # an analysis task's CLI state lives in its tmpfs home and ends with it
+    home = WorkerHome(session.paths, worker)
     login = settings.agent(command.agent.value).login_dir
-    for target in command.state_dirs:
-        host = worktree / STATE_DIR / worker / target.strip("/").replace("/", "_")
-        fresh = not host.exists()
-        host.mkdir(parents=True, exist_ok=True)
-        if fresh and login is not None and not command.secrets and target == command.login_dir:
-            shutil.copytree(login, host, dirs_exist_ok=True)
-        _hand_over(host, user)
-        mounts.append(MountRequest(str(host), "rw", target))
-    return mounts
+    mounts = [*layout.mounts, *home.mounts(command, login=login, user=user)]
+    return build_spec(WorkerRequest(
+        image=image, argv=command.argv, session_id=session.paths.session_id, worker=worker, attempt=attempt,
+        task=layout.mode, mounts=mounts, roots=replace(layout.roots, state=(home.state,)), user=user,
+        limits=settings.limits, network=session.network, env={**command.env, **(env or {})},
+        secrets=dict(command.secrets), task_id=layout.task_id, agent=command.agent.value,
+        memory_bytes=memory_bytes, workdir=command.workdir,
+    ))  # fmt: skip
 
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _hand_over(path: Path, user: tuple[int, int]) -> None:
-    """Give a folder the container's uid (when we are root), so the agent can write in it."""
-    if os.geteuid() == 0:
-        for item in [path, *path.rglob("*")]:
-            os.chown(item, *user, follow_symlinks=False)

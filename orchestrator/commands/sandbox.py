@@ -1,11 +1,11 @@
 """``orchestrate sandbox check [--json] [--agent NAME] [--image REF]``: prove the sandbox from inside.
 
 For each agent it launches, through ``WorkerManager`` (the production path: the agent's own command
-for env, config files and state folders, ``sandbox.layout`` and ``sandbox.safety`` for the spec), a
-container whose command is replaced by ``sandbox.probe.PROBE``, on a throw-away session with a
-writable worktree and a read-only folder, on the network the settings give workers. It compares
-what the probe saw with the policy and exits 1 if anything differs (5 without Docker or an image,
-2 for bad arguments). No real credential is used: the agents get a placeholder key.
+for env, config files and state folders, ``sandbox.layout.worker_spec`` for the spec, as a session's
+``Launcher`` does), a container whose command is replaced by ``sandbox.probe.PROBE``, on a throw-away
+session with a writable worktree and a read-only folder, on the network the settings give workers.
+It compares what the probe saw with the policy and exits 1 if anything differs (5 without Docker or
+an image, 2 for bad arguments). No real credential is used: the agents get a placeholder key.
 """
 
 from __future__ import annotations

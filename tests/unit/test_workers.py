@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from orchestrator.agents import CommandSpec
 from orchestrator.config import AgentSettings, Settings
-from orchestrator.errors import DockerUnavailable, InvalidIdentifier, UnsafeMount, UsageError
+from orchestrator.errors import ConfigError, DockerUnavailable, InvalidIdentifier, UnsafeMount, UsageError
 from orchestrator.models.common import AgentName
 from orchestrator.models.events import WorkerExited, WorkerStarted
 from orchestrator.models.plan import DirSpec, SubTask
 from orchestrator.paths import SessionPaths
 from orchestrator.runtime import FakeLine, FakeProcess, FakeRuntime
 from orchestrator.store import EventWriter
-from orchestrator.workers import STATE_DIR, MemoryEvents, SessionContext, WorkerManager, session_network
+from orchestrator.workers import MemoryEvents, SessionContext, WorkerManager, session_network
 from sandbox.mounts import Refusal, refusal_of
 
 SESSION = "sess0001abcd"
@@ -60,13 +61,13 @@ WRITE_TASK = SubTask(
 async def test_a_writer_gets_its_worktree_and_nothing_else_writable(
     agent_settings: Settings, session: SessionContext
 ) -> None:
-    """A write task: the worktree rw at /workspace, its ro dirs laid over it, state kept in its clone."""
+    """A write task: the worktree rw at /workspace, its ro dirs laid over it, its CLI state in its home."""
     runtime = FakeRuntime(FakeProcess(lines=['{"type":"result"}'], exit_code=0))
     workers = manager(runtime, agent_settings, session)
     handle = await workers.launch_claude(WRITE_TASK)
     spec = runtime.specs[0]
     worktree = session.paths.worktree("t1")
-    state = worktree / STATE_DIR / "claude-t1" / "home_agent_.claude"
+    state = session.paths.home("claude-t1") / "state" / "0"
     expected = [
         ("/workspace", str(worktree), False),
         ("/workspace/docs", str(worktree / "docs"), True),
@@ -98,16 +99,43 @@ async def test_launch_records_started_and_exited_and_folds_the_status(
     assert handle.container_id == status.container_id
 
 
-async def test_an_analysis_task_has_no_write_mount(agent_settings: Settings, session: SessionContext) -> None:
-    """Gemini reading the repository: every mount read-only, rung 0, no state folder."""
+async def test_an_analysis_task_writes_only_its_cli_state(
+    agent_settings: Settings, session: SessionContext
+) -> None:
+    """Gemini reading the repository: its dirs read-only, rung 0; the one writable mount is its CLI state."""
     runtime = FakeRuntime()
     workers = manager(runtime, agent_settings, session)
     handle = await workers.launch_gemini("Summarise the design", [DirSpec(path="src"), DirSpec(path="docs")])
     spec = runtime.specs[0]
-    assert all(m.read_only for m in spec.mounts)
-    assert {"/workspace/src", "/workspace/docs"} <= {m.target for m in spec.mounts}
+    state = session.paths.home("gemini-adhoc1") / "state" / "0"
+    assert [("/home/agent/.gemini", str(state))] == [
+        (m.target, m.source) for m in spec.mounts if not m.read_only
+    ]
+    read_only = {(m.target, m.source) for m in spec.mounts if m.read_only}
+    assert {
+        ("/workspace/src", str(session.repo / "src")),
+        ("/workspace/docs", str(session.repo / "docs")),
+    } <= read_only
     assert handle.rung == 0
     assert handle.name == "gemini-adhoc1"
+
+
+async def test_cli_state_is_kept_between_attempts_and_never_shared(
+    agent_settings: Settings, session: SessionContext
+) -> None:
+    """A relaunch mounts the worker's state folder with what the last attempt left; another worker has its own."""
+    runtime = FakeRuntime(FakeProcess(exit_code=1))
+    workers = manager(runtime, agent_settings, session)
+    first = await workers.launch_claude(WRITE_TASK)
+    [state] = [Path(m.source) for m in runtime.specs[0].mounts if m.target == "/home/agent/.claude"]
+    (state / "session.jsonl").write_text("attempt 1")
+    await first.wait()
+    await workers.launch_claude(WRITE_TASK)
+    await workers.launch(AgentName.CLAUDE, "review it", task_id="t2")
+    mounted = [[Path(m.source) for m in s.mounts if m.target == "/home/agent/.claude"] for s in runtime.specs]
+    assert [[state], [state], [session.paths.home("claude-t2") / "state" / "0"]] == mounted
+    assert (state / "session.jsonl").read_text() == "attempt 1"
+    assert list((session.paths.worktree("t1") / ".git").iterdir()) == []  # nothing of it in the clone
 
 
 async def test_codex_writes_only_in_its_own_worktree(
@@ -243,6 +271,20 @@ async def test_unknown_workers_and_garbage_are_clear_errors(
     with pytest.raises(UnsafeMount):
         await workers.launch_gemini("task", ["relative/dir"])
     assert workers.get_worker_status("nobody").status == "pending"
+
+
+async def test_a_command_that_needs_a_host_folder_writable_is_refused(
+    agent_settings: Settings, session: SessionContext
+) -> None:
+    """A CLI may write only in its tmpfs (/tmp, its home) and its state: any other dir is a config error."""
+    runtime = FakeRuntime()
+    workers = manager(runtime, agent_settings, session)
+    command = CommandSpec(
+        agent=AgentName.CLAUDE, rung=0, argv=["claude"], writable_dirs=["/var/cache/claude"]
+    )
+    with pytest.raises(ConfigError, match="/var/cache/claude"):
+        await workers.launch(AgentName.CLAUDE, "task", command=command)
+    assert runtime.specs == []
 
 
 async def test_an_engine_that_is_down_is_an_environment_error(
