@@ -1,4 +1,5 @@
-"""``batched``: a stream of lines as batches of what is ready, for runtimes that read line by line.
+"""``batched``: a stream of lines as batches of what is ready, for runtimes that read line by line;
+``unbatched``: the other way, ``stream`` made from ``stream_batches``.
 
 ``BATCH`` is the largest batch any runtime's ``stream_batches`` hands out (the loop runs between two).
 
@@ -10,6 +11,7 @@ after the lines it yielded before it; closing the batches closes the source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from orchestrator.runtime.spec import LogLine
@@ -57,3 +59,11 @@ async def batched(lines: AsyncIterator[LogLine], size: int = BATCH) -> AsyncGene
         aclose = getattr(lines, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+async def unbatched(batches: AsyncGenerator[list[LogLine], None]) -> AsyncGenerator[LogLine, None]:
+    """The lines of ``batches`` one by one (closing this closes ``batches``)."""
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for line in batch:
+                yield line

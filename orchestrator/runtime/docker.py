@@ -54,6 +54,7 @@ from orchestrator.errors import (
 )
 from orchestrator.log import get_logger
 from orchestrator.runtime.attach import Attached, AttachRefused, open_attach
+from orchestrator.runtime.batches import unbatched
 from orchestrator.runtime.lines import LineAssembler, TimestampError, parse_timestamp_ns
 from orchestrator.runtime.pipe import End, Pipe, handout, keep_after
 from orchestrator.runtime.spec import (
@@ -388,11 +389,8 @@ class DockerRuntime:
         with _vendor_errors(f"inspect container {container_id[:12]}", container_id):
             return _info(self.client().api.inspect_container(container_id))
 
-    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
-        async with contextlib.aclosing(self.stream_batches(container_id, since_ns)) as batches:
-            async for batch in batches:
-                for line in batch:
-                    yield line
+    def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
+        return unbatched(self.stream_batches(container_id, since_ns))
 
     async def stream_batches(
         self, container_id: str, since_ns: int | None = None

@@ -31,7 +31,7 @@ from orchestrator.errors import (
     OrchestratorError,
     RuntimeFailure,
 )
-from orchestrator.runtime.batches import BATCH
+from orchestrator.runtime.batches import BATCH, unbatched
 from orchestrator.runtime.spec import (
     ContainerInfo,
     ContainerSpec,
@@ -201,11 +201,8 @@ class FakeRuntime:
         self._record("inspect", container_id)
         return self._get(container_id).info()
 
-    async def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
-        async with contextlib.aclosing(self.stream_batches(container_id, since_ns)) as batches:
-            async for batch in batches:
-                for line in batch:
-                    yield line
+    def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
+        return unbatched(self.stream_batches(container_id, since_ns))
 
     async def stream_batches(
         self, container_id: str, since_ns: int | None = None

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
-from orchestrator.runtime import LogLine
 from orchestrator.runtime.docker import DockerRuntime
 from tests.integration.hardened import Sandbox
 
@@ -32,26 +30,31 @@ async def sandbox(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[Sandb
         await box.cleanup()
 
 
-async def test_other_tasks_run_while_a_buffered_burst_is_handed_out(sandbox: Sandbox) -> None:
-    """Between the first and the last line of one buffered burst, other tasks of the loop ran."""
-    ticks = 0
+class Ticks:
+    """How many turns another task of the loop got: ``run`` counts one per turn, forever."""
 
-    async def ticker() -> None:
-        nonlocal ticks
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def run(self) -> None:
         while True:
-            ticks += 1
+            self.count += 1
             await asyncio.sleep(0)
 
+
+async def test_other_tasks_run_while_a_buffered_burst_is_handed_out(sandbox: Sandbox) -> None:
+    """Between the first and the last line of one buffered burst, other tasks of the loop ran."""
+    ticks = Ticks()
     async with DockerRuntime() as runtime:
         container_id = await runtime.start(sandbox.spec(f"seq 1 {LINES}; sleep 3"))
         seen: list[int] = []
-        stream = cast(AsyncGenerator[LogLine, None], runtime.stream(container_id))
+        stream = runtime.stream(container_id)
         async with contextlib.aclosing(stream) as lines:
             first = await anext(lines)
             await asyncio.sleep(1.5)  # the reader threads buffer the whole burst meanwhile
-            task = asyncio.create_task(ticker())
+            task = asyncio.create_task(ticks.run())
             await asyncio.sleep(0)
-            at_start = ticks
+            at_start = ticks.count
             async for line in lines:
                 seen.append(int(line.text))
                 if len(seen) == LINES - 1:
@@ -59,19 +62,12 @@ async def test_other_tasks_run_while_a_buffered_burst_is_handed_out(sandbox: San
             task.cancel()
         await runtime.remove(container_id)
     assert [int(first.text), *seen] == list(range(1, LINES + 1))
-    assert ticks - at_start >= (LINES - 1) // 256 - 1  # the loop ran about once per 256 lines at least
+    assert ticks.count - at_start >= (LINES - 1) // 256 - 1  # the loop ran about once per 256 lines at least
 
 
 async def test_the_loop_runs_between_any_two_batches_of_a_buffered_burst(sandbox: Sandbox) -> None:
     """``stream_batches``: the burst comes in batches of at most 256 lines, other tasks run between any two."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
+    ticks = Ticks()
     async with DockerRuntime() as runtime:
         container_id = await runtime.start(sandbox.spec(f"seq 1 {LINES}; sleep 3"))
         sizes: list[int] = []
@@ -80,10 +76,10 @@ async def test_the_loop_runs_between_any_two_batches_of_a_buffered_burst(sandbox
             first = await anext(batches)
             seen = [int(line.text) for line in first]
             await asyncio.sleep(1.5)  # the reader buffers the whole burst meanwhile
-            task = asyncio.create_task(ticker())
+            task = asyncio.create_task(ticks.run())
             await asyncio.sleep(0)
             async for batch in batches:
-                ticks_at.append(ticks)
+                ticks_at.append(ticks.count)
                 sizes.append(len(batch))
                 seen += [int(line.text) for line in batch]
                 if len(seen) == LINES:
