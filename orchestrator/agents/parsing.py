@@ -32,7 +32,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def plain(line: str) -> str:
     """``line`` without ANSI colour codes and surrounding whitespace."""
-    return _ANSI.sub("", line).strip()
+    return (_ANSI.sub("", line) if "\x1b" in line else line).strip()  # most lines have no colour
 
 
 def usage_of(input_tokens: int, output_tokens: int, cached: int, cost_usd: float | None) -> list[EventData]:
