@@ -32,7 +32,6 @@ from sse_starlette import ServerSentEvent
 
 from api.sse import (
     MAX_CHUNK,
-    Encode,
     Logged,
     ReaderFeed,
     Stop,
@@ -82,7 +81,6 @@ class SessionFanout:
         self,
         writer: EventWriter,
         policy: StreamPolicy,
-        encode: Encode | None = None,
         on_end: Callable[[SessionFanout], None] = lambda _: None,
     ) -> None:
         self.writer = writer
@@ -90,7 +88,6 @@ class SessionFanout:
         self.stopped = False  # it attaches no reader any more
         self.task: asyncio.Task[None] | None = None
         self._policy = policy
-        self._encode = encode or writer.json_of
         self._on_end = on_end
         self._attached: list[_Reader] = []
         self._members = 0
@@ -156,7 +153,7 @@ class SessionFanout:
             reader.handed_over = event.type != FINAL and self._attach(reader)
             return reader.handed_over
 
-        async with contextlib.aclosing(sse_messages(feed, self.writer.json_of, handover)) as messages:
+        async with contextlib.aclosing(sse_messages(feed, handover=handover)) as messages:
             async for message in messages:
                 yield message
 
@@ -224,7 +221,7 @@ class SessionFanout:
         self.last = seq = event.seq
         if not self._attached:
             return
-        data = sse_bytes(event, self._encode)
+        data = sse_bytes(event)  # a stored line: its bytes as stored, encoded once
         final = event.type == FINAL
         full: list[_Reader] = []
         for reader in self._attached:

@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from orchestrator.config import LimitSettings
 from tests.integration.hardened import Sandbox
 
 # `try KEY CMD...` prints KEY=ok if CMD succeeded, else KEY=<the first line of its error>.
 TRY = 'try() { k=$1; shift; if out=$("$@" 2>&1); then echo "$k=ok"; else echo "$k=$(echo "$out" | head -1)"; fi; }'
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[Sandbox]:
-    box = Sandbox(tmp_path, images["base"])
-    try:
-        yield box
-    finally:
-        await box.cleanup()
 
 
 async def test_writes_land_only_in_the_worktree_owned_by_the_user(sandbox: Sandbox) -> None:

@@ -15,7 +15,7 @@ import itertools
 import shlex
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,15 +24,6 @@ from orchestrator.errors import ContainerNotFound, DockerUnavailable, RuntimeFai
 from orchestrator.runtime import SESSION_LABEL, WORKER_LABEL, ContainerSpec, LogLine
 from orchestrator.runtime.docker import DockerRuntime
 from tests.integration.hardened import Sandbox
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[Sandbox]:
-    box = Sandbox(tmp_path, images["base"])
-    try:
-        yield box
-    finally:
-        await box.cleanup()
 
 
 async def test_a_fresh_runtime_finds_the_container_and_continues_its_stream(sandbox: Sandbox) -> None:

@@ -10,24 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from orchestrator.runtime.docker import DockerRuntime
 from tests.integration.hardened import Sandbox
 
 LINES = 3000
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path, images: dict[str, str]) -> AsyncIterator[Sandbox]:
-    box = Sandbox(tmp_path, images["base"])
-    try:
-        yield box
-    finally:
-        await box.cleanup()
 
 
 class Ticks:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from orchestrator.runtime import FakeLine, FakeProcess, FakeRuntime
 from orchestrator.sessions import SessionHost
 from orchestrator.store import EventReader
 from tests.support.fake_agents import FakeAgents, codex_lines, plan, task
+from tests.support.repos import make_repo
 
 IMAGES = {n: f"img-{n}:1" for n in ("base", "claude", "codex", "gemini", "modelserver")}
 
@@ -27,16 +27,6 @@ IMAGES = {n: f"img-{n}:1" for n in ("base", "claude", "codex", "gemini", "models
 class Host(SessionHost):
     def images(self) -> dict[str, str]:
         return IMAGES
-
-
-def _repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "app.py").write_text("print('hi')\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return repo
 
 
 def _settings(tmp_path: Path, **extra: object) -> Settings:
@@ -62,7 +52,7 @@ DEMO_PLAN = plan(task("t1", "gemini", writes=False), task("t2", "codex"), task("
 
 def test_a_session_plans_runs_reviews_merges_and_reports(tmp_path: Path) -> None:
     """Three tasks succeed; the two writers' files land on orch/<session>; the report says so."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents(
         [DEMO_PLAN], files={"codex-t2": {"greeting.py": "x\n"}, "claude-t3": {"NOTES.md": "n\n"}}
     )
@@ -85,7 +75,7 @@ def test_a_session_plans_runs_reviews_merges_and_reports(tmp_path: Path) -> None
 
 def test_a_dependant_starts_after_its_dependency_and_parallelism_is_bounded(tmp_path: Path) -> None:
     """t3 waits for t1; with max_parallel=1 no two workers overlap."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents([DEMO_PLAN], files={"codex-t2": {"a.txt": "a\n"}, "claude-t3": {"b.txt": "b\n"}})
     report, _runtime = _run(_settings(tmp_path, review={"enabled": False}), agents, repo, max_parallel=1)
     events = list(EventReader(SessionPaths.of(tmp_path / "ws", "sess0001")).read())
@@ -101,7 +91,7 @@ def test_a_dependant_starts_after_its_dependency_and_parallelism_is_bounded(tmp_
 
 def test_a_failed_dependency_skips_its_dependants_and_fails_the_session(tmp_path: Path) -> None:
     """t1 fails beyond recovery (auth): t3 is skipped, never started; exit 1."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents([DEMO_PLAN], files={"codex-t2": {"a.txt": "a\n"}},
                         fail={"gemini-t1": FakeProcess(lines=[], exit_code=41)})  # fmt: skip
     report, _ = _run(_settings(tmp_path, review={"enabled": False}), agents, repo)
@@ -113,7 +103,7 @@ def test_a_failed_dependency_skips_its_dependants_and_fails_the_session(tmp_path
 
 def test_a_plan_invalid_twice_fails_the_session_with_the_reason(tmp_path: Path) -> None:
     """A cycle in both answers: one retry carrying the error, then exit 1 with the error reported."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     cyclic = plan(task("t1", "codex", deps=("t2",)), task("t2", "codex", deps=("t1",)))
     agents = FakeAgents([cyclic, cyclic])
     report, _ = _run(_settings(tmp_path), agents, repo)
@@ -124,7 +114,7 @@ def test_a_plan_invalid_twice_fails_the_session_with_the_reason(tmp_path: Path) 
 
 def test_a_plan_fixed_on_retry_is_used(tmp_path: Path) -> None:
     """The planner's second answer, after the validation error, is the plan."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents(["no json here", plan(task("t1", "gemini", writes=False))])
     report, _ = _run(_settings(tmp_path), agents, repo)
     assert report.exit_code == 0  # type: ignore[attr-defined]
@@ -132,7 +122,7 @@ def test_a_plan_fixed_on_retry_is_used(tmp_path: Path) -> None:
 
 def test_a_dirty_repository_is_refused_before_anything_starts(tmp_path: Path) -> None:
     """Uncommitted changes: DirtyRepository (exit 2), no container started."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     (repo / "app.py").write_text("changed\n")
     agents = FakeAgents([DEMO_PLAN])
     with pytest.raises(DirtyRepository) as info:
@@ -143,7 +133,7 @@ def test_a_dirty_repository_is_refused_before_anything_starts(tmp_path: Path) ->
 
 def test_a_critical_review_stops_the_session_and_nothing_is_merged(tmp_path: Path) -> None:
     """STOP: exit 3, the session stopped, the integration branch unchanged."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     bad = '{"request_id":"x","reviewer":"x","verdict":"reject","severity":"critical","confidence":0.9,"findings":[],"summary":"no"}'
     agents = FakeAgents([plan(task("t1", "codex"))], files={"codex-t1": {"a.txt": "a\n"}}, review_answer=bad)
     report, runtime = _run(_settings(tmp_path), agents, repo)
@@ -154,7 +144,7 @@ def test_a_critical_review_stops_the_session_and_nothing_is_merged(tmp_path: Pat
 
 def test_cancelling_a_session_stops_every_container(tmp_path: Path) -> None:
     """A cancelled run (a signal, a crash of the caller) leaves no container running."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents([plan(task("t1", "codex"), task("t2", "claude"))],
                         fail={"codex-t1": FakeProcess(hang=True), "claude-t2": FakeProcess(hang=True)})  # fmt: skip
     runtime = FakeRuntime(script=agents)
@@ -176,7 +166,7 @@ def test_cancelling_a_session_stops_every_container(tmp_path: Path) -> None:
 
 def test_agents_outside_the_allowed_set_are_refused_in_the_plan(tmp_path: Path) -> None:
     """--agents gemini,claude: a plan using codex is sent back, then fails."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents([plan(task("t1", "codex"))] * 2)
     report, _ = _run(_settings(tmp_path), agents, repo, agents=(AgentName.GEMINI, AgentName.CLAUDE))
     assert report.exit_code == 1  # type: ignore[attr-defined]
@@ -192,7 +182,7 @@ PUSH = [
 
 def test_a_risky_tool_call_freezes_the_worker_until_the_review_stops_the_session(tmp_path: Path) -> None:
     """`git push`: the container is paused, reviewed; a critical verdict stops it: exit 3."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     critical = '{"request_id":"x","reviewer":"x","verdict":"reject","severity":"critical","confidence":0.9,"findings":[],"summary":"no push"}'
     agents = FakeAgents([plan(task("t1", "codex"))], review_answer=critical,
                         fail={"codex-t1": FakeProcess(lines=PUSH, hang=True)})  # fmt: skip
@@ -208,7 +198,7 @@ def test_a_risky_tool_call_freezes_the_worker_until_the_review_stops_the_session
 
 def test_a_risky_tool_call_approved_by_the_reviewers_thaws_the_worker(tmp_path: Path) -> None:
     """CONTINUE: the container is unpaused and the task goes on to succeed."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     lines = [*PUSH, *(FakeLine(line, after_s=0.3) for line in codex_lines("pushed nothing, done")[1:])]
     agents = FakeAgents([plan(task("t1", "codex"))], fail={"codex-t1": FakeProcess(lines=lines)})
     report, runtime = _run(_settings(tmp_path), agents, repo)

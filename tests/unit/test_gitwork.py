@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from orchestrator.errors import DirtyRepository, UsageError
 from orchestrator.gitwork import SessionRepo, git
-
-
-def _repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "app.py").write_text("print('hi')\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return repo
+from tests.support.repos import make_repo
 
 
 def test_tasks_work_in_clones_and_their_branches_merge_into_the_session_branch(tmp_path: Path) -> None:
     """Two tasks change different files; both merge; the user's checkout is unchanged."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     session = SessionRepo.prepare(repo, "sess0001", tmp_path / "ws")
     for task, name in (("t1", "a.txt"), ("t2", "b.txt")):
         clone = session.checkout_task(task)
@@ -41,7 +31,7 @@ def test_tasks_work_in_clones_and_their_branches_merge_into_the_session_branch(t
 
 def test_a_dependent_task_starts_from_the_merged_work_of_its_dependency(tmp_path: Path) -> None:
     """A clone is taken at the integration tip, which holds merged dependencies."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     session = SessionRepo.prepare(repo, "sess0001", tmp_path / "ws")
     clone = session.checkout_task("t1")
     (clone / "lib.py").write_text("x = 1\n")
@@ -52,7 +42,7 @@ def test_a_dependent_task_starts_from_the_merged_work_of_its_dependency(tmp_path
 
 def test_a_conflict_names_the_files_and_changes_nothing(tmp_path: Path) -> None:
     """Two tasks edit the same line: the second merge reports the file, the branch keeps the first."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     session = SessionRepo.prepare(repo, "sess0001", tmp_path / "ws")
     clones = {t: session.checkout_task(t) for t in ("t1", "t2")}
     for task, clone in clones.items():
@@ -68,7 +58,7 @@ def test_a_conflict_names_the_files_and_changes_nothing(tmp_path: Path) -> None:
 
 def test_a_dirty_repository_is_refused_unless_allowed(tmp_path: Path) -> None:
     """Uncommitted changes: refused naming the file; with allow_dirty they stay untouched."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     (repo / "app.py").write_text("changed\n")
     with pytest.raises(DirtyRepository, match=r"app\.py"):
         SessionRepo.prepare(repo, "sess0001", tmp_path / "ws")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -15,16 +14,7 @@ from orchestrator.gitwork import git
 from orchestrator.runner import ServerRunner
 from orchestrator.runtime import FakeRuntime
 from tests.support.fake_agents import FakeAgents, plan, review, task
-
-
-def _repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "app.py").write_text("print('hi')\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return repo
+from tests.support.repos import make_repo
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -47,7 +37,7 @@ async def _until(client: httpx.AsyncClient, session: str, status: str) -> dict[s
 
 def test_a_session_started_through_the_api_runs_to_its_report(tmp_path: Path) -> None:
     """POST /api/sessions -> 202 with an id; the session runs here; the report is served at the end."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents([plan(task("t1", "codex"))], files={"codex-t1": {"a.txt": "a\n"}})
     runner = ServerRunner(_settings(tmp_path), FakeRuntime(script=agents))
 
@@ -68,7 +58,7 @@ def test_a_session_started_through_the_api_runs_to_its_report(tmp_path: Path) ->
 
 def test_a_paused_session_continues_on_a_decision_through_the_api(tmp_path: Path) -> None:
     """A reject (not a majority) pauses; POST decision continue -> the work is merged."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     agents = FakeAgents([plan(task("t1", "codex"))], files={"codex-t1": {"a.txt": "a\n"}},
                         review_answer=review("reject", "medium"))  # fmt: skip
     agents.review_by = {"gemini": review("approve")}
@@ -96,7 +86,7 @@ def test_a_paused_session_continues_on_a_decision_through_the_api(tmp_path: Path
 
 def test_a_dirty_repository_is_refused_by_the_api_with_a_conflict(tmp_path: Path) -> None:
     """The start fails before anything runs: 409 dirty_repository."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     (repo / "app.py").write_text("changed\n")
     runner = ServerRunner(_settings(tmp_path), FakeRuntime(script=FakeAgents([])))
 
@@ -113,7 +103,7 @@ def test_a_dirty_repository_is_refused_by_the_api_with_a_conflict(tmp_path: Path
 
 def test_an_unknown_scenario_name_is_refused(tmp_path: Path) -> None:
     """options.scenario names a shipped scenario, never a path: 400 bad_config."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     runner = ServerRunner(_settings(tmp_path), FakeRuntime(script=FakeAgents([])))
 
     async def scenario() -> None:

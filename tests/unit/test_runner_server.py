@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,6 @@ from api.app import create_app
 from api.runner import StartSession
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, EnvironmentProblem, ImageMissing
-from orchestrator.gitwork import git
 from orchestrator.models import events as ev
 from orchestrator.paths import SessionPaths
 from orchestrator.runner import ServerRunner, shipped_scenarios
@@ -22,19 +20,10 @@ from orchestrator.runtime import FakeProcess, FakeRuntime
 from orchestrator.runtime.spec import ContainerSpec
 from orchestrator.store import EventReader
 from tests.support.fake_agents import FakeAgents, plan, task
+from tests.support.repos import make_repo
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
 pytestmark = pytest.mark.timeout(60)
-
-
-def make_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "app.py").write_text("print('hi')\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return repo
 
 
 def make_settings(tmp_path: Path) -> Settings:

@@ -9,7 +9,6 @@ one too. ``SessionHost.release_network`` removes it once none of the session's c
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,12 @@ from orchestrator.config import Settings
 from orchestrator.coordinator import SessionOptions
 from orchestrator.egress import ROLE_LABEL
 from orchestrator.errors import DirtyRepository
-from orchestrator.gitwork import git
 from orchestrator.runtime import FakeProcess, FakeRuntime
 from orchestrator.runtime.protocol import SESSION_LABEL
 from orchestrator.runtime.spec import ContainerSpec
 from orchestrator.sessions import SessionHost, network_name
 from tests.support.fake_agents import FakeAgents, plan, task
+from tests.support.repos import make_repo
 from tests.unit.test_egress_session import READY, FakeFirewall
 
 IMAGES = {n: f"img-{n}:1" for n in ("base", "claude", "codex", "gemini", "modelserver")}
@@ -34,16 +33,6 @@ SESSION = "sess0001"
 class Host(SessionHost):
     def images(self) -> dict[str, str]:
         return IMAGES
-
-
-def _repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    (repo / "app.py").write_text("print('hi')\n")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "init")
-    return repo
 
 
 def _host(tmp_path: Path, runtime: FakeRuntime) -> Host:
@@ -70,7 +59,7 @@ def test_a_finished_session_leaves_no_network(tmp_path: Path) -> None:
     """The network exists while the session runs and is gone after its report."""
     runtime = _behind_proxies(FakeAgents([plan(task("t1", "gemini", writes=False))]))
     report = asyncio.run(
-        _host(tmp_path, runtime).run("look around", SessionOptions(repo=_repo(tmp_path)), SESSION)
+        _host(tmp_path, runtime).run("look around", SessionOptions(repo=make_repo(tmp_path)), SESSION)
     )
     assert report.exit_code == 0
     assert any(call[:2] == ("ensure_network", network_name(SESSION)) for call in runtime.calls)
@@ -79,7 +68,7 @@ def test_a_finished_session_leaves_no_network(tmp_path: Path) -> None:
 
 def test_a_refused_dirty_repository_leaves_no_network(tmp_path: Path) -> None:
     """Refused with exit 2 before anything started: no network stays behind."""
-    repo = _repo(tmp_path)
+    repo = make_repo(tmp_path)
     (repo / "app.py").write_text("changed\n")
     runtime = _behind_proxies(FakeAgents([]))
     with pytest.raises(DirtyRepository):
