@@ -152,7 +152,7 @@ def texts(lines: list[LogLine], stream: str) -> list[str]:
     return [line.text for line in lines if line.stream == stream]
 
 
-async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
