@@ -10,8 +10,11 @@ What counts as a failed tool result, per family (the recorded transcripts show e
 
 - Anthropic: the ``tool_result`` block has ``"is_error": true`` (a denial, a refused command).
 - OpenAI (Codex): the ``*_call_output`` text states a non-zero exit code (``Process exited with code
-  1``, ``Exit code: 1``) or, stating none, says the call was rejected, denied, blocked or failed
-  (``patch rejected: writing is blocked by read-only sandbox``).
+  1``, ``Exit code: 1``) or, stating none, says the call was rejected, denied, blocked, failed or
+  aborted (``patch rejected: writing is blocked by read-only sandbox``). ``aborted`` is the whole
+  output Codex sends for a call it never finished: stopped while a call ran (or just after the call
+  arrived), ``codex exec resume`` replays the call with that stand-in. The call did not run, so it
+  counts as failed and a ``retry_failed`` turn issues it again.
 - Gemini: the ``functionResponse.response`` has an ``error`` key (a tool not offered, a policy
   denial) or its output states a non-zero ``Exit Code``.
 """
@@ -34,7 +37,7 @@ _CWD_PATTERNS = (
 )
 _RESULT_LIMIT = 500
 _EXIT_CODE = re.compile(r"(?:exited with code|exit code:?)\s*(-?\d+)", re.IGNORECASE)
-_FAILURE_WORDS = re.compile(r"\b(?:reject(?:ed)?|denied|blocked|failed)\b", re.IGNORECASE)
+_FAILURE_WORDS = re.compile(r"\b(?:reject(?:ed)?|denied|blocked|failed|aborted)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ Parts = tuple[str, str, dict[str, str], str | None, bool | None, bool]
 
 
 def output_failed(text: str) -> bool:
-    """Whether a tool output text reports a failure: a stated exit code decides, else the words."""
+    """Whether a tool output text reports a failure: a stated exit code decides, else the words
+    (``aborted`` included: Codex's output for a call cut short by a stop)."""
     code = _EXIT_CODE.search(text)
     if code is not None:
         return int(code.group(1)) != 0

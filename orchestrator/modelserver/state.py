@@ -4,9 +4,10 @@
 matcher fits the request and which still has turns left; it hands out that script's current turn
 and advances after the turn was served ``repeat`` times (never, for ``repeat = "forever"``).
 After a tool-call turn with ``retry_failed = N`` the script is *armed*: a matching request whose
-latest tool result reports a failure (``Incoming.tool_error``) gets that turn again, at most N
-times, even when the script has no turns left; a request whose latest tool result succeeded, or
-any other turn served, disarms it.
+latest tool result reports a failure (``Incoming.tool_error``; a call the CLI never finished, such
+as Codex's ``aborted`` after a stop cut it short, is one) gets that turn again, at most N times,
+even when the script has no turns left; a request whose latest tool result succeeded, or any other
+turn served, disarms it.
 ``answer_for`` fills a message turn's placeholders (``${cwd}``, captures) for one request.
 """
 

@@ -5,17 +5,22 @@ back as a ``tool_result`` with ``is_error``, a refused Codex ``apply_patch`` as 
 ``custom_tool_call_output`` saying "patch rejected", a Gemini tool not offered as a
 ``functionResponse`` with an ``error``. A resumed CLI sends the whole conversation and then its new
 prompt, so the failed result is no longer the last item; it still counts.
+
+A Codex stopped while a call ran, or just as it arrived, resumes with the output ``aborted`` for that
+call (recorded below, reproduced in ``tests/integration/test_modelserver_interrupted_call.py``): the
+call never ran, so it counts as failed and is issued again.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from orchestrator.modelserver import ModelServer, ScenarioError, parse_scenario
+from orchestrator.modelserver import ModelServer, ScenarioError, load_scenario, parse_scenario
 from orchestrator.modelserver.incoming import Incoming, output_failed
 from orchestrator.modelserver.state import ScenarioState
 from tests.unit.test_modelserver_client import (
@@ -48,6 +53,28 @@ CODEX_WRITTEN = (
 )
 GEMINI_DENIED = {"error": 'Tool "write_file" not found. Did you mean one of: "read_file"?'}
 GEMINI_WRITTEN = {"output": "Successfully created and wrote to new file: /workspace/hello.txt."}
+CODEX_CUT_SHORT = "aborted"  # Codex 0.169's output for a call it never finished, sent on resume
+SCENARIOS = Path(__file__).resolve().parents[2] / "orchestrator" / "scenarios"
+# Recorded: the request of `codex exec resume` (0.169) after the rung-0 Codex was stopped just as the
+# re-issued write arrived (write-retry.toml). Its items after the first prompt, as sent, but for the
+# resume's long permission and environment messages; the second call is the one the stop cut short.
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
+SAID = {"type": "message", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": "I will create hello.txt.", "annotations": []}]}  # fmt: skip
+RECORDED_RESUME = [
+    SAID | {"id": "msg_6af8e7782880"},
+    {"type": "custom_tool_call", "id": "ctc_818ef35e5794", "status": "completed",
+     "call_id": "call_3222423f02a8", "name": "apply_patch", "input": PATCH},
+    {"type": "custom_tool_call_output", "id": "ctco_01a21717-3061-7213-bd8c-4067c66f4163",
+     "call_id": "call_3222423f02a8", "output": CODEX_DENIED},
+    SAID | {"id": "msg_09f81d438486"},
+    {"type": "custom_tool_call", "id": "ctc_06a0029fb7f3", "status": "completed",
+     "call_id": "call_dac80e242214", "name": "apply_patch", "input": PATCH},
+    {"type": "custom_tool_call_output", "id": "ctco_230fb67a-4a7e-524f-8ce5-aba635acd4b7",
+     "call_id": "call_dac80e242214", "output": CODEX_CUT_SHORT},
+    {"type": "message", "id": "msg_01a21717-3821-78f3-81f4-b374338c5c5b", "role": "user",
+     "content": [{"type": "input_text", "text": "make hello.txt"}]},
+]  # fmt: skip
 
 
 def claude_after(*results: tuple[str, bool], resumed: bool = False) -> dict[str, Any]:
@@ -190,10 +217,17 @@ def test_the_retried_call_is_a_real_tool_call_with_a_new_id() -> None:
         ("Exit code: 2\nOutput:\nbwrap: No permissions to create a new namespace", True),
         ("Success. Updated the following files:\nA hello.txt", False),
         ("", False),
+        (CODEX_CUT_SHORT, True),
+        ("Aborted\n", True),
+        ("Process exited with code 0\nOutput:\nretry aborted, then succeeded\n", False),
+        ("Process exited with code 130\nOutput:\n", True),
+        ("unaborted abortedly", False),
+        ("\x00\ufffd{]\\ aborted? \u202e", True),
+        ("\x00\ufffd{]\\ garbage \u202e", False),
     ],
 )
 def test_codex_tool_outputs_are_read_as_failed_or_not(text: str, failed: bool) -> None:
-    """A stated exit code decides; without one, rejected/denied/blocked/failed mean a failure."""
+    """A stated exit code decides; without one, rejected/denied/blocked/failed/aborted mean a failure."""
     assert failed == output_failed(text)
 
 
@@ -263,3 +297,115 @@ def test_retry_delay_is_read_and_spares_the_first_answer() -> None:
     with serving(toml) as server:
         first = call(server.url, "POST", CODEX_PATH, codex_body(), timeout=30)
     assert (turn.retry_failed, turn.retry_delay, first.status) == (1, 120.0, 200)
+
+
+def test_the_recorded_resume_after_a_call_cut_short_reports_a_failure() -> None:
+    """Codex's ``aborted`` for the interrupted call is the latest tool result: a failure, not a success."""
+    body = codex_body()
+    body["input"] += RECORDED_RESUME
+    incoming = Incoming.of("openai", "m", body)
+    assert (incoming.tool_error, incoming.tool_result) == (True, None)
+
+
+def test_a_resumed_codex_whose_call_was_cut_short_gets_the_write_again() -> None:
+    """Written, refused, re-issued, cut short by the stop, resumed: the write again, not "done"."""
+    resumed = codex_body()
+    resumed["input"] += RECORDED_RESUME
+    with serving(RETRY) as server:
+        call(server.url, "POST", CODEX_PATH, codex_body())
+        call(server.url, "POST", CODEX_PATH, codex_after(CODEX_DENIED))
+        again = call(server.url, "POST", CODEX_PATH, resumed)
+        log = call(server.url, "GET", "/_scenario/requests").json()["requests"]
+    assert answers(server) == [("tool:write", 0), ("tool:write", 1), ("tool:write", 2)]
+    assert (again.status, log[-1]["tool_error"]) == (200, True)
+
+
+def test_the_demo_codex_writer_gets_its_write_again_after_a_call_cut_short() -> None:
+    """The demo's t2 script, as the demo meets it: rung 0 refused, the re-issue cut short by the stop,
+    rung 1 resumed (write again), rung 1 refused, rung 2 resumed (write again), written, then the
+    closing text."""
+    demo = load_scenario(SCENARIOS / "demo.toml")
+    state = ScenarioState(demo)
+    prompt = "Create greeting.py with a function greet(name) that returns 'hello, <name>'."
+
+    def request(*outputs: str, resumed: bool = False) -> Incoming:
+        body = codex_body(prompt)
+        for n, output in enumerate(outputs):
+            body["input"] += [
+                {"type": "custom_tool_call", "call_id": f"call_{n}", "name": "apply_patch", "input": "*"},
+                {"type": "custom_tool_call_output", "call_id": f"call_{n}", "output": output},
+            ]
+        if resumed:
+            body["input"].append(
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": prompt}]}
+            )
+        return Incoming.of("openai", "m", body)
+
+    rung1_refused = (
+        "Exit code: 1\nWall time: 0 seconds\nOutput:\nFailed to write file /workspace/greeting.py\n"
+    )
+    conversation = [
+        request(),
+        request(CODEX_DENIED),
+        request(CODEX_DENIED, CODEX_CUT_SHORT, resumed=True),
+        request(CODEX_DENIED, CODEX_CUT_SHORT, rung1_refused, resumed=True),
+        request(CODEX_DENIED, CODEX_CUT_SHORT, rung1_refused, CODEX_WRITTEN),
+    ]
+    picks = [state.pick(r) for r in conversation]
+    served = [(p.script.name, p.turn.kind, p.retry) if p else None for p in picks]
+    t2 = "t2-codex-greeting"
+    assert served == [(t2, "tool:write", 0), (t2, "tool:write", 1), (t2, "tool:write", 2),
+                      (t2, "tool:write", 3), (t2, "text", 0)]  # fmt: skip
+
+
+GARBAGE_OUTPUTS = [
+    None,
+    7,
+    True,
+    {"unexpected": "aborted"},
+    [],
+    ["aborted", 3, None],
+    [{"type": "input_text", "text": CODEX_CUT_SHORT}],
+    [{"type": "input_image", "image_url": "data:,"}],
+    "\x00" * 3,
+    "x" * 100_000,
+]
+
+
+@pytest.mark.parametrize("output", GARBAGE_OUTPUTS)
+def test_garbage_tool_outputs_never_break_the_reading(output: Any) -> None:
+    """Whatever a ``*_call_output`` carries, ``tool_error`` is a bool and ``tool_result`` at most 500
+    characters; a content list is read for its text (``aborted`` there is a failure too)."""
+    body = codex_body()
+    body["input"] += [
+        {"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": output},
+    ]
+    incoming = Incoming.of("openai", "m", body)
+    assert isinstance(incoming.tool_error, bool)
+    assert incoming.tool_result is not None and len(incoming.tool_result) <= 500
+    if output == [{"type": "input_text", "text": CODEX_CUT_SHORT}]:
+        assert incoming.tool_error is True
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        ("aborted", None),  # a bare string is the user's text
+        ([{"type": 5, "output": "aborted"}], None),
+        ([{"output": "aborted"}], None),  # no type: a message, not an output
+        ([{"type": "custom_tool_call_output"}], False),  # an output without text reports nothing
+        ([{"type": "custom_tool_call_output", "output": "aborted"}], True),
+        (["aborted", None, 3], None),
+    ],
+)
+def test_garbage_input_items_never_break_the_reading(items: Any, expected: bool | None) -> None:
+    """An ``input`` that is no list of items, or items without a type or output, is read without error."""
+    assert expected == Incoming.of("openai", "m", {"model": "m", "input": items}).tool_error
+
+
+@given(st.text(max_size=200))
+def test_aborted_is_a_failure_whatever_text_precedes_it_without_an_exit_code(prefix: str) -> None:
+    """Text that states no exit code and says ``aborted`` as a word is read as a failure."""
+    assume("exit" not in prefix.lower())
+    assert output_failed(f"{prefix} aborted")
