@@ -2,8 +2,9 @@
 
 No Docker: the stages run on lines made here (about 110 B each), one core, in this process. It
 prints microseconds per line for the raw attach reader's own work (split 64 KiB chunks), the
-runtime's lines (``ChunkLines``), the Codex adapter on a plain line, storing (``append_output`` with
-group commit and the state fold) and the SSE message of a stored line. Where B2's time goes.
+runtime's lines (``ChunkLines``), the Codex adapter on a plain line (one ``parse_line`` each, and
+``parse_lines`` on batches of 256), storing (``append_output`` with group commit and the state fold)
+and the SSE message of a stored line. Where B2's time goes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def timed(label: str, lines: int, work: Callable[[], object]) -> float:
     begun = time.perf_counter()
     work()
     per_line = (time.perf_counter() - begun) / lines * 1e6
-    print(f"{label:48s} {per_line:6.2f} us/line")
+    print(f"{label:56s} {per_line:6.2f} us/line")
     return per_line
 
 
@@ -53,6 +54,7 @@ def main(lines: int) -> None:
             made.extend(assembler.feed(chunk, time.time_ns()))
 
     parser = get_adapter("codex").parser()
+    batches = [texts[start : start + BATCH] for start in range(0, lines, BATCH)]
     with (
         tempfile.TemporaryDirectory() as tmp,
         EventWriter.open(SessionPaths.of(Path(tmp), "stages01")) as writer,
@@ -73,6 +75,11 @@ def main(lines: int) -> None:
             "adapter: Codex parse_line, plain line",
             lines,
             lambda: [parser.parse_line("stdout", t) for t in texts],
+        )
+        timed(
+            f"adapter: Codex parse_lines, batches of {BATCH} plain lines",
+            lines,
+            lambda: [parser.parse_lines("stdout", batch) for batch in batches],
         )
         timed("store: append_output + group commit + fold", lines, store)
         kept = writer.recent(max(writer.last_seq - 10_000, 0)) or []

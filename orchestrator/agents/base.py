@@ -10,7 +10,8 @@ One adapter per CLI (``claude``, ``codex``, ``gemini``) implements ``AgentAdapte
 - ``parser() -> StreamParser``: a fresh, per-run parser. ``parse_line(stream, line)`` turns one line
   of stdout or stderr into zero or more event payloads (``orchestrator.models.events``) and never
   raises. ``[]`` means "nothing to normalise": the caller keeps the raw line as an ``output`` event,
-  so an unknown, new or malformed line is never lost and never a crash. ``finish(exit_code)`` gives
+  so an unknown, new or malformed line is never lost and never a crash. ``parse_lines(stream, lines)``
+  is the same for a batch, reading only the lines that can matter. ``finish(exit_code)`` gives
   the conclusions only the end of a run allows (a run without a final result is not ok, a cut stream,
   an exit code that names the failure). ``parse_transcript_line(line)`` reads the CLI's own session
   log (``CommandSpec.transcript_glob``), for what its stdout leaves out (Codex sandbox denials).
@@ -103,6 +104,15 @@ class StreamParser(Protocol):
 
     def parse_line(self, stream: Stream, line: str) -> list[EventData]:
         """Payloads for one line (without its newline); ``[]``: keep the raw line as ``output``."""
+        ...
+
+    def parse_lines(self, stream: Stream, lines: Sequence[str]) -> list[tuple[int, list[EventData]]]:
+        """``(index, payloads)`` of every line of ``lines`` with payloads, in order.
+
+        Exactly ``parse_line(stream, line)`` on each line in turn: the same payloads and the same
+        parser state afterwards; the other lines are kept raw. Never raises. Most output lines yield
+        nothing, and a batch skips them without a Python step per line (``parsing.parse_batch``).
+        """
         ...
 
     def parse_transcript_line(self, line: str) -> list[EventData]:

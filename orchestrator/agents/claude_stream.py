@@ -19,11 +19,12 @@ What each line yields (2.1.x; lines are recognised by their shape, never by vers
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from orchestrator.agents.base import Stream
 from orchestrator.agents.parsing import (
+    LoudLines,
     RunLedger,
     classify,
     clip,
@@ -34,6 +35,7 @@ from orchestrator.agents.parsing import (
     load_object,
     mapping,
     number,
+    parse_batch,
     plain,
     safely,
     text,
@@ -79,6 +81,8 @@ _TEXT_ERRORS: Final = (
     "Prompt is too long",
     "Credit balance",
 )
+# Every text ``_text`` looks for: a line with none of them (nor JSON, nor a colour code) is quiet.
+_LOUD: Final = LoudLines(*(m for m, _ in _REFUSALS), *_TEXT_ERRORS)
 _ERROR_CODES: Final[dict[str, Callable[[str], EventData]]] = {
     "authentication_failed": lambda d: AuthFailed(detail=d),
     "oauth_org_not_allowed": lambda d: AuthFailed(detail=d),
@@ -120,6 +124,9 @@ class ClaudeParser:
             return safely(lambda: self._text(line))
         return safely(lambda: self._json(obj))
 
+    def parse_lines(self, stream: Stream, lines: Sequence[str]) -> list[tuple[int, list[EventData]]]:
+        return parse_batch(self.parse_line, stream, lines, _LOUD)
+
     def parse_transcript_line(self, line: str) -> list[EventData]:
         """Claude's stdout already carries everything its session log holds: nothing to add."""
         return []
@@ -133,6 +140,7 @@ class ClaudeParser:
     # -- lines ----------------------------------------------------------------------------------------
 
     def _text(self, raw: str) -> list[EventData]:
+        """A line of text. Each text it looks for is in ``_LOUD``, or batches would skip its lines."""
         line = plain(raw)
         low = line.lower()
         for marker, reason in _REFUSALS:

@@ -21,10 +21,12 @@ which ``parse_transcript_line`` reads. A denial seen on two of the three sources
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from orchestrator.agents.base import Stream
 from orchestrator.agents.parsing import (
+    LoudLines,
     RunLedger,
     Sightings,
     classify,
@@ -35,6 +37,7 @@ from orchestrator.agents.parsing import (
     items,
     load_object,
     mapping,
+    parse_batch,
     plain,
     safely,
     text,
@@ -81,6 +84,10 @@ _REFUSALS: Final[tuple[tuple[str, RefusalReason], ...]] = (
     ("error finding codex home", "environment"),
     ("failed to initialize in-process app-server", "environment"),
 )
+# Every text ``_text`` looks for: a line with none of them (nor JSON, nor a colour code) is quiet.
+_LOUD: Final = LoudLines(
+    "failed to write file", "codex_core::", "ERROR: ", "Error: ", *(m for m, _ in _REFUSALS)
+)
 
 
 def _sandbox_line(output: str) -> str:
@@ -108,6 +115,9 @@ class CodexParser:
         if obj is None:
             return safely(lambda: self._text(stream, line))
         return safely(lambda: self._json(obj))
+
+    def parse_lines(self, stream: Stream, lines: Sequence[str]) -> list[tuple[int, list[EventData]]]:
+        return parse_batch(self.parse_line, stream, lines, _LOUD)
 
     def parse_transcript_line(self, line: str) -> list[EventData]:
         """A rollout line (``{"type":"response_item","payload":{...}}``): only denials stdout hid."""
@@ -203,6 +213,7 @@ class CodexParser:
     # -- stderr (and text mode) -----------------------------------------------------------------------
 
     def _text(self, stream: Stream, raw: str) -> list[EventData]:
+        """A line of text. Each text it looks for is in ``_LOUD``, or batches would skip its lines."""
         line = plain(raw)
         low = line.lower()
         if low.startswith("failed to write file"):

@@ -26,11 +26,13 @@ What each line yields (0.61; lines are recognised by their shape):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from orchestrator.agents.base import Stream
 from orchestrator.agents.parsing import (
     JsonDocument,
+    LoudLines,
     RunLedger,
     Sightings,
     classify,
@@ -40,6 +42,7 @@ from orchestrator.agents.parsing import (
     integer,
     load_object,
     mapping,
+    parse_batch,
     plain,
     safely,
     text,
@@ -56,6 +59,7 @@ from orchestrator.models.events import (
     Message,
     PermissionDenied,
     RateLimited,
+    RefusalReason,
     ToolCall,
     ToolResult,
 )
@@ -67,6 +71,18 @@ GATED_TOOLS: Final = frozenset(
 )
 _ATTEMPT: Final = re.compile(r"Attempt (\d+) failed")
 _TOOL_ERROR: Final = re.compile(r"Error executing tool (\S+?):\s*(.*)")
+_AUTH_TEXTS: Final = ("invalid auth method", "please set an auth method")
+_REFUSALS: Final[tuple[tuple[str, RefusalReason], ...]] = (
+    ("error resuming session", "resume_not_found"),
+    ("not running in a trusted directory", "untrusted_workspace"),
+    ("erofs", "environment"),
+)
+_BAD_ARGUMENTS: Final = ("unknown argument", "unknown arguments", "not enough arguments")  # line starts
+# Every text ``_text`` looks for (the literal heads of ``_ATTEMPT`` and ``_TOOL_ERROR`` first): a line
+# with none of them (nor JSON, nor a colour code) is quiet.
+_LOUD: Final = LoudLines(
+    "Attempt ", "Error executing tool ", *_AUTH_TEXTS, *(m for m, _ in _REFUSALS), *_BAD_ARGUMENTS
+)
 _EXIT_CODES: Final[dict[int, EventData]] = {
     41: AuthFailed(detail="gemini exit 41: no usable auth (key, auth type in settings)"),
     42: CliRefused(reason="bad_arguments", detail="gemini exit 42: bad input"),
@@ -110,6 +126,9 @@ class GeminiParser:
     def parse_line(self, stream: Stream, line: str) -> list[EventData]:
         return safely(lambda: self._line(stream, line))
 
+    def parse_lines(self, stream: Stream, lines: Sequence[str]) -> list[tuple[int, list[EventData]]]:
+        return parse_batch(self.parse_line, stream, lines, _LOUD, lambda: self._settled(stream))
+
     def parse_transcript_line(self, line: str) -> list[EventData]:
         """Gemini's stdout already carries what its chat file holds: nothing to add."""
         return []
@@ -121,6 +140,11 @@ class GeminiParser:
         return out + self._ledger.unfinished("gemini", exit_code)
 
     # -- lines ----------------------------------------------------------------------------------------
+
+    def _settled(self, stream: Stream) -> bool:
+        """No ``-o json`` document is open on ``stream``: an open one takes every line until it closes."""
+        document = self._documents.get(stream)
+        return document is None or not document.open
 
     def _line(self, stream: Stream, line: str) -> list[EventData]:
         document = self._documents[stream]
@@ -229,6 +253,7 @@ class GeminiParser:
         return out
 
     def _text(self, stream: Stream, raw: str) -> list[EventData]:
+        """A line of text. Each text it looks for is in ``_LOUD``, or batches would skip its lines."""
         line = plain(raw)
         low = line.lower()
         attempt = _ATTEMPT.search(line)
@@ -240,15 +265,12 @@ class GeminiParser:
             tool, said = tool_error.group(1), tool_error.group(2)
             denial = _denial(tool, "", said)
             return [denial] if denial is not None and self._seen.new(stream, tool) else []
-        if "invalid auth method" in low or "please set an auth method" in low:
+        if any(marker in low for marker in _AUTH_TEXTS):
             return self._ledger.fail(AuthFailed(detail=clip(line)))
-        if "error resuming session" in low:
-            return self._ledger.fail(CliRefused(reason="resume_not_found", detail=clip(line)))
-        if "not running in a trusted directory" in low:
-            return self._ledger.fail(CliRefused(reason="untrusted_workspace", detail=clip(line)))
-        if "erofs" in low:
-            return self._ledger.fail(CliRefused(reason="environment", detail=clip(line)))
-        if low.startswith(("unknown argument", "unknown arguments", "not enough arguments")):
+        for marker, reason in _REFUSALS:
+            if marker in low:
+                return self._ledger.fail(CliRefused(reason=reason, detail=clip(line)))
+        if low.startswith(_BAD_ARGUMENTS):
             return self._ledger.fail(CliRefused(reason="bad_arguments", detail=clip(line)))
         return []
 

@@ -208,6 +208,9 @@ class _NoParser:
     def parse_line(self, stream: Stream, line: str) -> list[ev.EventData]:
         return []
 
+    def parse_lines(self, stream: Stream, lines: Sequence[str]) -> list[tuple[int, list[ev.EventData]]]:
+        return []
+
     def parse_transcript_line(self, line: str) -> list[ev.EventData]:
         return []
 

@@ -184,7 +184,8 @@ def test_the_stage_timer_prints_one_figure_per_stage(capsys: pytest.CaptureFixtu
     rows = capsys.readouterr().out.splitlines()
     assert [row.split("  ")[0] for row in rows] == [
         "raw attach reader: split 64 KiB chunks", "runtime: bytes -> LogLine",
-        "adapter: Codex parse_line, plain line", "store: append_output + group commit + fold",
+        "adapter: Codex parse_line, plain line", "adapter: Codex parse_lines, batches of 256 plain lines",
+        "store: append_output + group commit + fold",
         "SSE: the message of a stored line",
     ]  # fmt: skip
     assert all(float(row.split()[-2]) > 0 for row in rows)
