@@ -2,15 +2,16 @@
 
 A session written by this process (its ``EventWriter`` lives here) has at most one running
 ``SessionFanout``, kept by ``Fanouts`` (on ``app.state``). Its one task follows the writer
-(``EventReader.follow``: woken by ``EventWriter.subscribe``, events from ``EventWriter.recent`` with
-the JSON it stored), encodes each event's SSE message once (``to_sse``) and appends the same bytes
-to the bounded buffer of every attached reader. The task starts with the first reader and ends when
+(``EventReader.follow_batches``: woken by ``EventWriter.subscribe``, events from
+``EventWriter.recent`` with the JSON it stored), encodes the SSE messages of each piece of new events
+(at most ``MAX_CHUNK``) once, as one chunk, and appends the same bytes to the bounded buffer of every
+attached reader, letting the readers send between two pieces. The task starts with the first reader and ends when
 the last one leaves, after ``session_finished``, or when the log cannot be read.
 
 A reader (``SessionFanout.messages``) keeps every guarantee of ``api.sse``. It starts after ``after``:
 
-- *Catching up*: while it is behind the fan-out it reads on its own, through a ``ReaderFeed`` over
-  ``follow(after)`` (the writer's memory, or the log when the events are no longer there).
+- *Catching up*: while it is behind the fan-out it reads on its own, through a ``ReaderFeed`` of the batches of
+  ``follow_batches(after)`` (the writer's memory, or the log when the events are no longer there).
 - *Attached*: once the last event it took has ``seq >= last`` (the last seq the fan-out handed
   out), it is attached, in the same step of the event loop, so the fan-out cannot move in between;
   the fan-out skips every event a reader already has. So the seam has no gap and no duplicate.
@@ -31,22 +32,23 @@ from dataclasses import dataclass, field, replace
 from sse_starlette import ServerSentEvent
 
 from api.sse import (
+    FINAL,
     MAX_CHUNK,
     Logged,
     ReaderFeed,
     Stop,
     StreamEnd,
     StreamPolicy,
-    sse_bytes,
+    sse_chunk,
     sse_messages,
     to_sse,
+    types_of,
 )
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
 from orchestrator.store import EventReader, EventWriter
 
 log = get_logger(__name__)
-FINAL = "session_finished"
 
 
 @dataclass(eq=False)
@@ -55,7 +57,8 @@ class _Reader:
 
     position: int  # the last seq it has (sent, in the chunk being sent, or buffered)
     sent: int  # the last seq taken for its socket: what it resumes after
-    items: deque[tuple[int, bytes]] = field(default_factory=deque)
+    items: deque[tuple[int, bytes, int]] = field(default_factory=deque)  # (last seq, messages, count)
+    buffered: int = 0  # events in ``items``
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     end: StreamEnd | None = None
@@ -71,7 +74,26 @@ class _Reader:
             self.end = end
             if urgent:
                 self.items.clear()
+                self.buffered = 0
             self.ready.set()
+
+    def push(self, last: int, data: bytes, count: int) -> None:
+        """Buffer the messages of ``count`` events ending with seq ``last``."""
+        self.items.append((last, data, count))
+        self.buffered += count
+        self.position = last
+        self.ready.set()
+
+    def take(self) -> tuple[int, bytes]:
+        """The buffered messages of about ``MAX_CHUNK`` events at most (at least one item): (last seq, bytes)."""
+        taken: list[bytes] = []
+        count = 0
+        while self.items and (not taken or count + self.items[0][2] <= MAX_CHUNK):
+            item = self.items.popleft()
+            taken.append(item[1])
+            count += item[2]
+        self.buffered -= count
+        return item[0], b"".join(taken) if len(taken) > 1 else taken[0]
 
 
 class SessionFanout:
@@ -112,10 +134,9 @@ class SessionFanout:
                     if self._stalled(reader, now):
                         reader.finish(StreamEnd.slow_reader(self._policy, reader.sent))
                         continue
-                    count = min(len(reader.items), MAX_CHUNK)
-                    taken = [reader.items.popleft() for _ in range(count)]
-                    reader.sent, reader.taken_at = taken[-1][0], now
-                    yield b"".join(data for _, data in taken)
+                    reader.sent, data = reader.take()
+                    reader.taken_at = now
+                    yield data
                     if reader.closing and not reader.items and reader.end is None:
                         return
                 elif reader.end is not None:
@@ -143,10 +164,12 @@ class SessionFanout:
     async def _catch_up(self, reader: _Reader) -> AsyncGenerator[ServerSentEvent | bytes, None]:
         """The reader's events from its own feed until it is level with the fan-out (then attached)."""
         reader.full_at = None
-        source = EventReader(self.writer.paths).follow_stored(
+        source = EventReader(self.writer.paths).follow_batches(
             reader.position, self.writer, self._policy.poll_s
         )
-        feed = ReaderFeed(source, self._policy, stops=(reader.stopped.wait,), after=reader.position)
+        feed = ReaderFeed.of_batches(
+            source, self._policy, stops=(reader.stopped.wait,), after=reader.position
+        )
 
         def handover(event: Logged) -> bool:
             reader.position = reader.sent = event.seq
@@ -196,14 +219,18 @@ class SessionFanout:
             self._on_end(self)
 
     async def _run(self) -> None:
-        source = EventReader(self.writer.paths).follow_stored(self.last, self.writer, self._policy.poll_s)
+        source = EventReader(self.writer.paths).follow_batches(self.last, self.writer, self._policy.poll_s)
         try:
-            async for event in source:
-                if self.stopped:
-                    break  # cancelled, but the follower's wait_for swallowed it (see api.sse.end_tasks)
-                self._publish(event)
-                if event.type == FINAL:
-                    break
+            async for batch in source:
+                for start in range(0, len(batch), MAX_CHUNK):
+                    if self.stopped:
+                        return  # cancelled, but the follower's wait_for swallowed it (see api.sse.end_tasks)
+                    piece = batch[start : start + MAX_CHUNK]
+                    final = next((i for i, kind in enumerate(types_of(piece)) if kind == FINAL), None)
+                    self._publish(piece if final is None else piece[: final + 1])
+                    if final is not None:
+                        return
+                    await asyncio.sleep(0)  # the readers send what they got before the next piece
         except (OrchestratorError, OSError) as exc:
             for reader in self._attached:
                 reader.finish(StreamEnd.store_error(exc, reader.position), urgent=False)
@@ -216,23 +243,29 @@ class SessionFanout:
             if aclose is not None:
                 await aclose()
 
-    def _publish(self, event: Logged) -> None:
-        """Hand ``event`` to every attached reader that lacks it; detach those whose buffer is full."""
-        self.last = seq = event.seq
+    def _publish(self, events: Sequence[Logged]) -> None:
+        """Hand ``events`` (in seq order) to every attached reader that lacks them, as one message
+        chunk encoded once; detach the readers whose buffer is full."""
+        last = events[-1].seq
+        self.last = last
         if not self._attached:
             return
-        data = sse_bytes(event)  # a stored line: its bytes as stored, encoded once
-        final = event.type == FINAL
+        data = sse_chunk(events)  # stored lines: their bytes as stored
+        final = events[-1].type == FINAL
+        first = events[0].seq
         full: list[_Reader] = []
         for reader in self._attached:
-            if seq <= reader.position:
+            if last <= reader.position:
                 continue
-            if len(reader.items) >= self._policy.queue_size:
+            if reader.buffered >= self._policy.queue_size:
                 full.append(reader)
                 continue
-            reader.items.append((seq, data))
-            reader.position, reader.closing = seq, final
-            reader.ready.set()
+            if reader.position >= first:  # it has some of them already (it attached mid-batch)
+                skip = reader.position - first + 1
+                reader.push(last, sse_chunk(events[skip:]), len(events) - skip)
+            else:
+                reader.push(last, data, len(events))
+            reader.closing = final
         for reader in full:
             reader.attached, reader.full_at = False, asyncio.get_running_loop().time()
             self._attached.remove(reader)

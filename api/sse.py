@@ -7,7 +7,7 @@ a reader that is behind it, and every reader of a session written elsewhere, has
 Readers never block the writer, and a reader's position is just a ``seq``. Either way:
 
 - In order, each event exactly once, from ``seq > after``; the stream ends after ``session_finished``.
-- Memory per reader is bounded: at most ``queue_size`` buffered events (plus one read batch).
+- Memory per reader is bounded: at most ``queue_size`` buffered events (plus the batch being read).
 - A reader that takes no event for ``stall_s`` while its buffer is full is dropped: the stream ends
   at once with ``StreamEnd(code="slow_reader")``. Nothing is lost: the log keeps every event and the
   reader resumes from its ``Last-Event-ID``. A reader whose socket does not move at all is cut by
@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -38,12 +38,15 @@ from starlette.types import Receive, Scope, Send
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
 from orchestrator.models import AgentEvent, utcnow
-from orchestrator.recent_events import Stored
+from orchestrator.recent_events import Recent, Stored
 
 log = get_logger(__name__)
 Logged = AgentEvent | Stored  # an event of the log: an object, or its stored line with seq and type
 EndCode = Literal["slow_reader", "shutting_down", "store_error"]
 Stop = Callable[[], Awaitable[object]]
+Encode = Callable[[AgentEvent], str]
+MAX_CHUNK = 256  # events written to the socket at once, at most
+FINAL = "session_finished"
 
 # The OpenAPI (3.2 ``itemSchema``) of one event on the wire, as schemathesis and clients read it.
 SSE_ITEM_SCHEMA: dict[str, Any] = {
@@ -108,7 +111,12 @@ class StreamEnd:
 
 
 class ReaderFeed:
-    """The events of one session for one reader, through a bounded buffer (see the module doc)."""
+    """The events of one session for one reader, through a bounded buffer (see the module doc).
+
+    ``source`` yields events one by one; ``ReaderFeed.of_batches`` takes a source of batches
+    (``EventReader.follow_batches``), which are buffered and handed on as they are, cut into pieces
+    of at most ``MAX_CHUNK`` events (``pieces``), so that a flood costs no step per event.
+    """
 
     def __init__(
         self,
@@ -117,10 +125,12 @@ class ReaderFeed:
         stops: Sequence[Stop] = (),
         after: int = 0,
     ) -> None:
-        self._source = source
+        self._source: AsyncIterator[Logged] | AsyncIterator[Sequence[Logged]] = source
+        self._batched = False
         self._policy = policy
         self._stops = stops
-        self._items: deque[Logged] = deque()
+        self._items: deque[Sequence[Logged]] = deque()
+        self._count = 0  # events in ``_items``
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
         self._end: StreamEnd | None = None
@@ -128,9 +138,23 @@ class ReaderFeed:
         self.last_sent = after  # the reader's position: it has every event up to this seq
         self.high_water = 0
 
+    @classmethod
+    def of_batches(
+        cls,
+        batches: AsyncIterator[Sequence[Logged]],
+        policy: StreamPolicy,
+        stops: Sequence[Stop] = (),
+        after: int = 0,
+    ) -> ReaderFeed:
+        """A feed whose source yields batches of events (in seq order)."""
+        feed = cls(_nothing(), policy, stops, after)
+        feed._source, feed._batched = batches, True
+        return feed
+
     @property
     def buffered(self) -> int:
-        return len(self._items)
+        """Events waiting in the buffer."""
+        return self._count
 
     def _finish(self, end: StreamEnd, urgent: bool = True) -> None:
         """End the feed; ``urgent`` drops what is buffered (the reader resumes from the log)."""
@@ -138,23 +162,32 @@ class ReaderFeed:
             self._end = end
             if urgent:
                 self._items.clear()
+                self._count = 0
             self._ready.set()
 
     async def _pump(self) -> None:
         try:
-            async for event in self._source:
-                while len(self._items) >= self._policy.queue_size:
-                    self._space.clear()
-                    try:
-                        async with asyncio.timeout(self._policy.stall_s):  # not wait_for: see end_tasks
-                            await self._space.wait()
-                    except TimeoutError:
-                        self._finish(StreamEnd.slow_reader(self._policy, self.last_sent))
-                        return
-                self._items.append(event)
-                self.high_water = max(self.high_water, len(self._items))
-                self._ready.set()
-                if event.type == "session_finished":
+            async for got in self._source:
+                batch: Sequence[Logged] = got if self._batched else (got,)  # type: ignore[assignment]
+                final = next((i for i, kind in enumerate(types_of(batch)) if kind == FINAL), None)
+                if final is not None:
+                    batch = batch[: final + 1]
+                while batch:  # at most ``queue_size`` events wait: a batch goes in as there is room
+                    while self._count >= self._policy.queue_size:
+                        self._space.clear()
+                        try:
+                            async with asyncio.timeout(self._policy.stall_s):  # not wait_for: see end_tasks
+                                await self._space.wait()
+                        except TimeoutError:
+                            self._finish(StreamEnd.slow_reader(self._policy, self.last_sent))
+                            return
+                    room = self._policy.queue_size - self._count
+                    part, batch = (batch, ()) if len(batch) <= room else (batch[:room], batch[room:])
+                    self._items.append(part)
+                    self._count += len(part)
+                    self.high_water = max(self.high_water, self._count)
+                    self._ready.set()
+                if final is not None:
                     return
         except (OrchestratorError, OSError) as exc:
             self._finish(StreamEnd.store_error(exc, self.last_sent), urgent=False)
@@ -171,8 +204,9 @@ class ReaderFeed:
         await stop()
         self._finish(StreamEnd.shutting_down(self.last_sent))
 
-    async def items(self) -> AsyncGenerator[Logged | StreamEnd, None]:
-        """Events in order, then possibly one ``StreamEnd``; ends after ``session_finished``."""
+    async def pieces(self) -> AsyncGenerator[Sequence[Logged] | StreamEnd, None]:
+        """Events in order, in pieces of at most ``MAX_CHUNK``, then possibly one ``StreamEnd``;
+        ends after ``session_finished``."""
         tasks = [asyncio.create_task(self._pump())]
         tasks += [asyncio.create_task(self._watch(stop)) for stop in self._stops]
         try:
@@ -181,11 +215,16 @@ class ReaderFeed:
                     yield replace(self._end, resume_after=self.last_sent)
                     return
                 if self._items:
-                    event = self._items.popleft()
+                    piece = self._items.popleft()
+                    if len(piece) > MAX_CHUNK:
+                        self._items.appendleft(piece[MAX_CHUNK:])
+                        piece = piece[:MAX_CHUNK]
+                    self._count -= len(piece)
                     self._space.set()
-                    self.last_sent = event.seq
-                    yield event
-                    if event.type == "session_finished":
+                    last = piece[-1]
+                    self.last_sent = last.seq
+                    yield piece
+                    if last.type == FINAL:
                         return
                     continue
                 if self._exhausted:
@@ -194,6 +233,21 @@ class ReaderFeed:
                 await self._ready.wait()
         finally:
             await end_tasks(tasks)
+
+    async def items(self) -> AsyncGenerator[Logged | StreamEnd, None]:
+        """``pieces``, event by event."""
+        async with contextlib.aclosing(self.pieces()) as pieces:
+            async for piece in pieces:
+                if isinstance(piece, StreamEnd):
+                    yield piece
+                else:
+                    for event in piece:
+                        yield event
+
+
+async def _nothing() -> AsyncIterator[Logged]:
+    return
+    yield  # an async generator that yields nothing
 
 
 async def end_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
@@ -208,10 +262,6 @@ async def end_tasks(tasks: Sequence[asyncio.Task[None]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.05)
-
-
-Encode = Callable[[AgentEvent], str]
-MAX_CHUNK = 256  # events written to the socket at once, at most
 
 
 def to_sse(item: Logged | StreamEnd, encode: Encode | None = None) -> ServerSentEvent:
@@ -237,6 +287,18 @@ def sse_bytes(item: Logged, encode: Encode | None = None) -> bytes:
     return to_sse(item, encode).encode()
 
 
+def sse_chunk(events: Sequence[Logged]) -> bytes:
+    """The SSE messages of ``events`` as one chunk (from the writer's memory: written at once)."""
+    if isinstance(events, Recent):
+        return events.sse()
+    return b"".join([sse_bytes(event) for event in events])
+
+
+def types_of(events: Sequence[Logged]) -> Iterable[str]:
+    """The types of ``events``, without making an object per event when they come from memory."""
+    return events.types() if isinstance(events, Recent) else (event.type for event in events)
+
+
 def ping() -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps({"ts": utcnow().isoformat()}).decode(), event="ping")
 
@@ -250,24 +312,32 @@ async def sse_messages(
     (up to ``MAX_CHUNK``): each send costs the server far more than an event's bytes, and a
     reader that lags gets more per send instead of falling further behind. An event never waits
     for a later one. ``encode`` as in ``to_sse`` (the live writer gives the JSON it stored).
-    ``handover(event)`` is asked after each event is taken: when it answers True, the messages end
-    with that event (what the feed holds beyond it is dropped: the caller continues after it).
+    ``handover(event)`` is asked with the last event of each piece the feed hands on (each event,
+    for a feed of single events): when it answers True, the messages end with that event (what the
+    feed holds beyond it is dropped: the caller continues after it).
     """
     chunk: list[bytes] = []
-    async with contextlib.aclosing(feed.items()) as items:
-        async for item in items:
-            if isinstance(item, StreamEnd):
+    count = 0
+    async with contextlib.aclosing(feed.pieces()) as pieces:
+        async for piece in pieces:
+            if isinstance(piece, StreamEnd):
                 if chunk:
                     yield b"".join(chunk)
-                    chunk = []
-                yield to_sse(item)
+                    chunk, count = [], 0
+                yield to_sse(piece)
                 continue
-            chunk.append(sse_bytes(item, encode))
-            if handover is not None and handover(item):
-                break
-            if not feed.buffered or len(chunk) >= MAX_CHUNK:
+            if chunk and count + len(piece) > MAX_CHUNK:
                 yield b"".join(chunk)
-                chunk = []
+                chunk, count = [], 0
+            chunk.append(
+                sse_chunk(piece) if encode is None else b"".join(sse_bytes(e, encode) for e in piece)
+            )
+            count += len(piece)
+            if handover is not None and handover(piece[-1]):
+                break
+            if not feed.buffered or count >= MAX_CHUNK:
+                yield b"".join(chunk)
+                chunk, count = [], 0
     if chunk:
         yield b"".join(chunk)
 

@@ -4,7 +4,8 @@ No Docker: the stages run on lines made here (about 110 B each), one core, in th
 prints microseconds per line for the raw attach reader's own work (split 64 KiB chunks), the
 runtime's lines (``ChunkLines``), the Codex adapter on a plain line (one ``parse_line`` each, and
 ``parse_lines`` on batches of 256), storing (``append_output`` with group commit and the state fold)
-and the SSE message of a stored line. Where B2's time goes.
+and the SSE messages of stored lines (``Recent.sse``, a run at once, as the fan-out writes them).
+Where B2's time goes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from api.sse import sse_bytes
 from orchestrator.agents import get_adapter
 from orchestrator.paths import SessionPaths
 from orchestrator.runtime.lines import ChunkLines
@@ -82,10 +82,10 @@ def main(lines: int) -> None:
             lambda: [parser.parse_lines("stdout", batch) for batch in batches],
         )
         timed("store: append_output + group commit + fold", lines, store)
-        kept = writer.recent(max(writer.last_seq - 10_000, 0)) or []
-        timed(
-            "SSE: the message of a stored line", len(kept) or 1, lambda: b"".join(sse_bytes(s) for s in kept)
-        )
+        kept = writer.recent(max(writer.last_seq - 10_000, 0))
+        if kept is None:
+            raise RuntimeError("the writer no longer holds its last 10,000 events")
+        timed("SSE: the messages of stored lines, a run at once", len(kept) or 1, kept.sse)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
 """The last durable events of a session's writer, kept in memory for its in-process followers.
 
 Live followers (SSE readers, the dashboard) take new events from here instead of each re-reading and
-re-parsing ``events.jsonl``. An entry keeps the JSON line exactly as stored and the byte offset after
-it; the ``AgentEvent`` object is built from the line only when a follower asks for it (the writer's
-per-line output path never builds one).
+re-parsing ``events.jsonl``. The writer hands over what each flush made durable as a ``Page``: its
+events as columns (JSON lines exactly as stored, types, the byte offset after each line), so that a
+flood of output lines costs no object per line. A follower gets ``Stored`` events from a page when it
+asks for them one by one (``Recent`` is a sequence of them, made on demand), and the SSE messages of a
+whole run of events at once (``Recent.sse``). The ``AgentEvent`` of a line is built only when a
+follower asks for it (the writer's output path never builds one).
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import overload
 
 from orchestrator.models import AgentEvent
 
@@ -34,42 +38,188 @@ class Stored:
         return self.built
 
 
+@dataclass(slots=True, eq=False)
+class Page:
+    """The events one flush made durable, seqs ``first`` onwards, as columns.
+
+    ``built`` holds the event objects the writer had (events appended as objects), by index;
+    the events before index ``start`` are forgotten.
+    """
+
+    first: int
+    texts: list[str]
+    types: list[str]
+    ends: list[int]
+    built: dict[int, AgentEvent] = field(default_factory=dict)
+    size: int = 0  # characters of JSON from ``start`` on
+    start: int = 0
+
+    @property
+    def kept(self) -> int:
+        return len(self.texts) - self.start
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.texts) - 1
+
+    def stored(self, index: int) -> Stored:
+        return Stored(
+            self.first + index, self.types[index], self.texts[index], self.ends[index], self.built.get(index)
+        )
+
+
+class Recent(Sequence[Stored]):
+    """Consecutive durable events from the writer's memory: pages, from ``start`` in the first one.
+
+    A sequence of ``Stored`` (each made when asked for); ``end`` is the offset after the last line,
+    ``sse()`` the SSE messages of them all, written at once.
+    """
+
+    __slots__ = ("_len", "_pages", "_start", "_stop")
+
+    def __init__(self, pages: Sequence[Page], start: int = 0, stop: int | None = None) -> None:
+        self._pages = pages
+        self._start = start  # index in the first page
+        self._stop = (len(pages[-1].texts) if stop is None else stop) if pages else 0  # in the last page
+        self._len = sum(len(p.texts) for p in pages[:-1]) + self._stop - start if pages else 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @overload
+    def __getitem__(self, index: int) -> Stored: ...
+    @overload
+    def __getitem__(self, index: slice) -> Recent: ...
+    def __getitem__(self, index: int | slice) -> Stored | Recent:
+        if isinstance(index, slice):
+            first, stop, step = index.indices(self._len)
+            if step != 1:
+                raise ValueError("a Recent slice takes no step")
+            return self._cut(first, max(stop, first))
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        page, at = self._locate(index)
+        return page.stored(at)
+
+    def __iter__(self) -> Iterator[Stored]:
+        for page, low, high in self._spans():
+            for at in range(low, high):
+                yield page.stored(at)
+
+    @property
+    def first_seq(self) -> int:
+        return self._pages[0].first + self._start
+
+    @property
+    def last_seq(self) -> int:
+        return self._pages[-1].first + self._stop - 1
+
+    @property
+    def end(self) -> int:
+        """The offset after the last line (0 when empty)."""
+        return self._pages[-1].ends[self._stop - 1] if self._len else 0
+
+    def types(self) -> Iterator[str]:
+        for page, low, high in self._spans():
+            yield from page.types[low:high]
+
+    def sse(self) -> bytes:
+        """The SSE messages of these events (``id``, ``event``, ``data`` as stored), as ``api.sse`` writes them."""
+        parts: list[str] = []
+        for page, low, high in self._spans():
+            seqs = range(page.first + low, page.first + high)
+            parts += [
+                f"id: {seq}\r\nevent: {kind}\r\ndata: {text}\r\n\r\n"
+                for seq, kind, text in zip(seqs, page.types[low:high], page.texts[low:high], strict=True)
+            ]
+        return "".join(parts).encode()
+
+    def _spans(self) -> Iterator[tuple[Page, int, int]]:
+        """Each page with the range of its indexes that belongs to this sequence."""
+        last = len(self._pages) - 1
+        for number, page in enumerate(self._pages):
+            yield page, self._start if number == 0 else 0, self._stop if number == last else len(page.texts)
+
+    def _locate(self, index: int) -> tuple[Page, int]:
+        at = index + self._start
+        for page in self._pages:
+            if at < len(page.texts):
+                return page, at
+            at -= len(page.texts)
+        raise IndexError(index)
+
+    def _cut(self, first: int, stop: int) -> Recent:
+        if first >= stop:
+            return Recent([])
+        start_page, start_at = self._locate(first)
+        stop_page, stop_at = self._locate(stop - 1)
+        pages = list(self._pages)
+        a = next(i for i, p in enumerate(pages) if p is start_page)
+        b = next(i for i, p in enumerate(pages) if p is stop_page)
+        return Recent(pages[a : b + 1], start_at, stop_at + 1)
+
+
 class RecentEvents:
-    """At most ``max_events`` durable events and about ``max_bytes`` characters of their JSON."""
+    """At most ``max_events`` durable events and about ``max_bytes`` characters of their JSON, in pages."""
 
     def __init__(self, last_seq: int, max_events: int, max_bytes: int) -> None:
-        self._items: deque[Stored] = deque()
+        self._pages: deque[Page] = deque()
         self._last = last_seq
+        self._events = 0
         self._bytes = 0
         self._max_events, self._max_bytes = max_events, max_bytes
         self._lock = threading.Lock()
 
-    def add(self, items: list[Stored]) -> None:
-        """Append durable events (in seq order, right after the last one) and forget the oldest."""
-        if not items:
+    def add(self, page: Page) -> None:
+        """Append a durable page (its first seq right after the last one) and forget the oldest events."""
+        if not page.texts:
             return
         with self._lock:
-            self._items.extend(items)
-            self._bytes += sum(len(item.text) for item in items)
-            self._last = items[-1].seq
-            while self._items and (len(self._items) > self._max_events or self._bytes > self._max_bytes):
-                self._bytes -= len(self._items.popleft().text)
+            self._pages.append(page)
+            self._events += page.kept
+            self._bytes += page.size
+            self._last = page.last
+            while self._events > self._max_events or (self._bytes > self._max_bytes and self._events > 1):
+                oldest = self._pages[0]
+                excess = max(self._events - self._max_events, 1)
+                if excess >= oldest.kept:
+                    self._pages.popleft()
+                    self._events -= oldest.kept
+                    self._bytes -= oldest.size
+                    continue
+                cut = oldest.start + excess  # forget the first ``excess`` kept events of the oldest page
+                dropped = sum(map(len, oldest.texts[oldest.start : cut]))
+                oldest.start, oldest.size = cut, oldest.size - dropped
+                self._events -= excess
+                self._bytes -= dropped
 
-    def since(self, after: int) -> list[Stored] | None:
-        """Events with ``seq > after``; ``[]`` if none yet; None if some are no longer kept."""
+    def since(self, after: int) -> Recent | None:
+        """Events with ``seq > after``; empty if none yet; None if some are no longer kept."""
         with self._lock:
             if after >= self._last:
-                return []
-            if not self._items or after < self._items[0].seq - 1:
+                return Recent([])
+            if not self._pages or after < self._pages[0].first + self._pages[0].start - 1:
                 return None
-            return list(itertools.islice(self._items, after - self._items[0].seq + 1, None))
+            pages = list(self._pages)
+        for number, page in enumerate(pages):
+            if after < page.last:
+                return Recent(pages[number:], max(after + 1 - page.first, page.start))
+        return Recent([])  # not reached: after < self._last
 
     def text_of(self, event: AgentEvent) -> str | None:
         """The stored line of ``event`` if it is one of the kept events (by identity), else None."""
         with self._lock:
-            index = event.seq - self._items[0].seq if self._items else -1
-            if 0 <= index < len(self._items):
-                found = self._items[index]
-                if found.built is event:
-                    return found.text
+            for page in reversed(self._pages):
+                if page.first + page.start <= event.seq <= page.last:
+                    index = event.seq - page.first
+                    return page.texts[index] if page.built.get(index) is event else None
         return None

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from orchestrator.errors import SessionLocked, SessionNotFound, StoreError, Stor
 from orchestrator.log import REDACTOR, Redactor, get_logger
 from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, apply_output, utcnow
 from orchestrator.paths import SessionPaths
-from orchestrator.recent_events import RecentEvents, Stored
+from orchestrator.recent_events import Page, Recent, RecentEvents, Stored
 from orchestrator.store_reader import (
     SNAPSHOT_VERSION,
     EventReader,
@@ -62,10 +63,28 @@ class _OutputFold:
     ts: datetime
 
 
+# What folds a buffered event into the state: the event, or a run of output lines (how, last seq, count)
+_Fold = AgentEvent | tuple[_OutputFold, int, int]
+
+
 @dataclass
 class _Batch:
-    items: list[Stored] = field(default_factory=list)
-    runs: dict[int, tuple[_OutputFold, int]] = field(default_factory=dict)  # first seq -> output run
+    """Buffered events as columns: JSON lines, types, the objects of events appended as objects."""
+
+    texts: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    built: dict[int, AgentEvent] = field(default_factory=dict)  # index in texts -> event
+    folds: list[_Fold] = field(default_factory=list)  # in seq order
+
+    def then(self, later: _Batch) -> _Batch:
+        """This batch followed by ``later``."""
+        shift = len(self.texts)
+        return _Batch(
+            self.texts + later.texts,
+            self.types + later.types,
+            {**self.built, **{index + shift: event for index, event in later.built.items()}},
+            self.folds + later.folds,
+        )
 
 
 class EventWriter:
@@ -142,11 +161,12 @@ class EventWriter:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
-    def recent(self, after: int) -> list[Stored] | None:
+    def recent(self, after: int) -> Recent | None:
         """The durable events with ``seq > after`` from memory, or None if some are no longer there.
 
-        ``[]`` when there is none yet. The events are the objects the writer stored (shared by every
-        caller: they are frozen); ``Stored.end`` is where their line ends in the log.
+        Empty when there is none yet. The events are lines the writer stored (an event appended as
+        an object comes with that object, shared by every caller: they are frozen); ``Stored.end``
+        is where a line ends in the log.
         """
         return self._recent.since(after)
 
@@ -166,7 +186,11 @@ class EventWriter:
             clean = self._redact(line)
             if clean != line:
                 event = AgentEvent.model_validate_json(clean)
-            self._pending.items.append(Stored(event.seq, event.type, clean, built=event))
+            pending = self._pending
+            pending.built[len(pending.texts)] = event
+            pending.texts.append(clean)
+            pending.types.append(event.type)
+            pending.folds.append(event)
             self._next_seq += 1
             self._wake_flusher()
             return event
@@ -192,16 +216,19 @@ class EventWriter:
             )
             self._json_ids[(worker, task_id)] = ids
         head = f',"ts":"{_ts(now)}","session_id":{ids},"type":"output","data":{{"stream":"{stream}","line":'
+        count = len(lines)
         with self._guard:
-            first = seq = self._next_seq
-            items = self._pending.items
-            for line in lines:
-                items.append(Stored(seq, "output", f'{{"seq":{seq}{head}{_dumps(line)}}}}}'))
-                seq += 1
-            self._pending.runs[first] = (fold, len(lines))
-            self._next_seq = seq
+            first = self._next_seq
+            pending = self._pending
+            pending.texts += [
+                f'{{"seq":{seq}{head}{_dumps(line)}}}}}'
+                for seq, line in zip(range(first, first + count), lines, strict=True)
+            ]
+            pending.types += _OUTPUT * count
+            pending.folds.append((fold, first + count - 1, count))
+            self._next_seq = first + count
             self._wake_flusher()
-            return seq - 1
+            return first + count - 1
 
     def _wake_flusher(self) -> None:
         if not self._has_pending.is_set():  # set() takes a lock and notifies: once per batch
@@ -213,44 +240,40 @@ class EventWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending.items)
+        return len(self._pending.texts)
 
     def flush(self) -> int:
         """Write, fsync and publish everything buffered; returns the last durable seq."""
         with self._write_lock:
             with self._guard:
                 batch, self._pending = self._pending, _Batch()
+                first = self._next_seq - len(batch.texts)
                 self._has_pending.clear()
-            if not batch.items:
+            if not batch.texts:
                 return self.last_seq
-            encoded = [item.text.encode() for item in batch.items]
-            end = self._offset
+            joined = "\n".join(batch.texts) + "\n"
+            data = joined.encode()
+            start = self._offset
             try:
-                self._write(b"\n".join(encoded) + b"\n")
+                self._write(data)
             except BaseException:
                 with self._guard:
-                    self._pending = _Batch(
-                        batch.items + self._pending.items, {**batch.runs, **self._pending.runs}
-                    )
+                    self._pending = batch.then(self._pending)
                     self._has_pending.set()
                 raise
-            state, skip = self.state, 0
-            for item, raw in zip(batch.items, encoded, strict=True):
-                end += len(raw) + 1
-                item.end = end
-                if skip:  # folded with the first line of its run
-                    skip -= 1
-                    continue
-                run = batch.runs.get(item.seq)
-                if run is None:
-                    apply(state, item.event)
-                    continue
-                fold, count = run
-                apply_output(
-                    state, fold.worker, fold.task_id, fold.stream, item.seq + count - 1, fold.ts, count
-                )
-                skip = count - 1
-            self._recent.add(batch.items)
+            # the offset after each line: characters are bytes unless a line has non-ASCII text
+            sizes = (
+                map(len, batch.texts) if len(data) == len(joined) else (len(t.encode()) for t in batch.texts)
+            )
+            ends = list(itertools.accumulate(map(_PLUS_ONE, sizes), initial=start))[1:]
+            state = self.state
+            for fold in batch.folds:
+                if isinstance(fold, AgentEvent):
+                    apply(state, fold)
+                else:
+                    how, last, count = fold
+                    apply_output(state, how.worker, how.task_id, how.stream, last, how.ts, count)
+            self._recent.add(Page(first, batch.texts, batch.types, ends, batch.built, len(joined)))
             if self.last_seq - self._snapshot_seq >= self._snapshot_every:
                 self.snapshot()
         for listener in list(self._listeners):
@@ -325,6 +348,8 @@ class EventWriter:
 
 
 _dumps = encode_basestring  # a str as a JSON string (non-ASCII kept), in C
+_OUTPUT = ["output"]
+_PLUS_ONE = (1).__add__  # a line's size with its newline
 
 
 def _ts(moment: datetime) -> str:

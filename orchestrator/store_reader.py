@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -187,6 +187,17 @@ class EventReader:
         the file a line is checked to be a JSON object with an integer ``seq`` and a known ``type``
         (``Stored.event`` validates the rest when asked).
         """
+        async for batch in self.follow_batches(after, writer, poll_s):
+            for stored in batch:
+                yield stored
+
+    async def follow_batches(
+        self, after: int = 0, writer: EventWriter | None = None, poll_s: float = 0.2
+    ) -> AsyncIterator[Sequence[Stored]]:
+        """``follow_stored`` in the batches it reads them in (never empty, in seq order).
+
+        A batch from the writer's memory is a ``Recent`` (its SSE messages come at once: ``sse()``).
+        """
         self._require()
         wake = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -200,15 +211,16 @@ class EventReader:
             while True:
                 wake.clear()
                 recent = writer.recent(last) if writer is not None else None
+                batch: Sequence[Stored]
                 if recent is None:
                     batch, offset = await asyncio.to_thread(self._read_from, offset, last)
                 else:
                     batch = recent
                     offset = batch[-1].end if batch else offset
-                for stored in batch:
-                    last = stored.seq
-                    yield stored
-                if not batch:
+                if batch:
+                    last = batch[-1].seq
+                    yield batch
+                else:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=poll_s)
         finally:

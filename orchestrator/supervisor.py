@@ -17,6 +17,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,10 +34,12 @@ from orchestrator.models.events import ExitReason
 from orchestrator.recovery import ExitInfo as RecoveryExit
 from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
 from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
-from orchestrator.runtime.spec import ContainerSpec, ExitInfo, StreamName
+from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine
 from orchestrator.store import EventWriter
 
 log = get_logger(__name__)
+_STREAM = attrgetter("stream")  # of a LogLine
+_TEXT = attrgetter("text")
 CONTINUE_PROMPT = (
     "Continue the task where you left off. The permissions may have changed: retry any step that was "
     "refused. Finish the task."
@@ -296,35 +300,42 @@ class Supervisor:
     ) -> None:  # fmt: skip
         """Store every line as an ``output`` event and act on what the adapter makes of it.
 
-        Lines come in the batches the runtime read them in; a run of lines of one stream is stored
-        with one ``append_output``, cut before each line the adapter turns into payloads, so that a
-        line's ``output`` event always comes before the events made from it.
+        Lines come in the batches the runtime read them in. Each run of lines of one stream is parsed
+        at once (``parse_lines``) and stored with one ``append_output``, cut after each line the
+        adapter turns into payloads, so that a line's ``output`` event always comes before the events
+        made from it.
         """
-        async for batch in self.runtime.stream_batches(run.container_id):
+        async for read in self.runtime.stream_batches(run.container_id):
             if committed is not None:
                 await committed
                 committed = None
-            plain: list[str] = []
-            stream: StreamName = batch[0].stream
-            for line in batch:
-                if run.skip.get(line.stream, 0) > 0:
-                    # stored before the orchestrator restarted: only rebuild the parser's context
-                    run.skip[line.stream] -= 1
-                    run.lines += 1
-                    run.parser.parse_line(line.stream, line.text)
-                    continue
-                if line.stream != stream:
-                    self.writer.append_output(job.worker, job.task_id, stream, plain)
-                    plain, stream = [], line.stream
-                run.lines += 1
-                plain.append(line.text)
-                payloads = run.parser.parse_line(line.stream, line.text)
-                if payloads:
-                    self.writer.append_output(job.worker, job.task_id, stream, plain)
-                    plain = []
+            batch = self._skip(run, read) if run.skip else read
+            run.lines += len(batch)
+            for stream, lines in groupby(batch, key=_STREAM):
+                texts = list(map(_TEXT, lines))
+                start = 0
+                for index, payloads in run.parser.parse_lines(stream, texts):
+                    self.writer.append_output(job.worker, job.task_id, stream, texts[start : index + 1])
+                    start = index + 1
                     for payload in payloads:
                         await self._payload(job, run, payload, past, memory)
-            self.writer.append_output(job.worker, job.task_id, stream, plain)
+                self.writer.append_output(job.worker, job.task_id, stream, texts[start:])
+
+    @staticmethod
+    def _skip(run: _Run, batch: list[LogLine]) -> list[LogLine]:
+        """The lines of ``batch`` not stored yet: those stored before the orchestrator restarted only
+        rebuild the parser's context."""
+        fresh: list[LogLine] = []
+        for line in batch:
+            if run.skip.get(line.stream, 0) > 0:
+                run.skip[line.stream] -= 1
+                run.lines += 1
+                run.parser.parse_line(line.stream, line.text)
+            else:
+                fresh.append(line)
+        if not any(run.skip.values()):
+            run.skip = {}
+        return fresh
 
     async def _payload(
         self, job: Job, run: _Run, payload: EventData, past: list[RecoveryAction], memory: int | None

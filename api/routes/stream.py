@@ -71,8 +71,8 @@ async def stream(
         fanouts: Fanouts = request.app.state.fanouts
         body = fanouts.of(writer).messages(start, stops)
     else:
-        source = EventReader(paths).follow_stored(start, poll_s=policy.poll_s)
-        body = sse_messages(ReaderFeed(source, policy, stops=stops, after=start))
+        source = EventReader(paths).follow_batches(start, poll_s=policy.poll_s)
+        body = sse_messages(ReaderFeed.of_batches(source, policy, stops=stops, after=start))
     return EventStream(
         body,
         ping=policy.ping_s,

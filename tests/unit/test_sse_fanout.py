@@ -25,7 +25,7 @@ from sse_starlette import ServerSentEvent
 from api import fanout as fanout_module
 from api.app import create_app
 from api.fanout import Fanouts, SessionFanout
-from api.sse import StreamPolicy, sse_bytes
+from api.sse import StreamPolicy, sse_chunk
 from api.testing import FakeSessionRunner, serve
 from orchestrator.config import Settings
 from orchestrator.models import Output, SessionFinished
@@ -116,11 +116,11 @@ async def test_readers_at_the_live_end_get_the_same_bytes_each_event_encoded_onc
     emit(writer, 3)
     encoded: list[int] = []
 
-    def counting_sse_bytes(item: Any, encode: Any = None) -> bytes:
-        encoded.append(item.seq)
-        return sse_bytes(item, encode)
+    def counting_sse_chunk(events: Any) -> bytes:
+        encoded.extend(event.seq for event in events)
+        return sse_chunk(events)
 
-    monkeypatch.setattr(fanout_module, "sse_bytes", counting_sse_bytes)
+    monkeypatch.setattr(fanout_module, "sse_chunk", counting_sse_chunk)
     fanout = SessionFanout(writer, StreamPolicy(queue_size=1000))
     readers = [asyncio.create_task(read_all(fanout.messages(after=3))) for _ in range(20)]
     await settle()
