@@ -23,12 +23,13 @@ from typing import Any
 import httpx
 import orjson
 
-STAMP = re.compile(rb"^data:.*?\bt=(\d+\.\d+)", re.MULTILINE)
+# Fields are found after a line feed (``take`` puts one before the text): no ``^`` anchors, so
+# each pattern's literal start is searched at C speed.
+STAMP = re.compile(rb"\ndata:[^\n]*?\bt=(\d+\.\d+)")
 END_TYPES = ("session_finished", "end")
-KIND = re.compile(rb"^event: ?([^\n]*)$", re.MULTILINE)
-IDENT = re.compile(rb"^id: ?([^\n]*)$", re.MULTILINE)
-DATA = re.compile(rb"^data:", re.MULTILINE)
-END = re.compile(rb"^event: ?(?:session_finished|end)$", re.MULTILINE)
+KIND = re.compile(rb"\nevent: ?([^\r\n]*)")
+IDENT = re.compile(rb"\nid: ?([^\r\n]*)")
+END = re.compile(rb"\nevent: ?(?:session_finished|end)\r?\n")
 PER_PROCESS = 25  # readers per process: one process parsing 100 streams would measure itself
 
 
@@ -45,17 +46,25 @@ class Reader:
     last_at: dict[str, float] = field(default_factory=dict)  # type -> time its last event arrived
 
     def take(self, text: bytes, now: float) -> bool:
-        """Whole SSE messages (LF line ends, each ending with a blank line); True when one ends the stream.
+        """Whole SSE messages (CRLF or LF line ends); True when one ends the stream.
 
         Read a chunk at a time with regular expressions, not message by message: a flood of events
         must not make the reader the bottleneck it is measuring.
         """
+        text = b"\n" + text
         ended = END.search(text)
         if ended is not None:  # nothing after the message that ends the stream counts
-            cut = text.find(b"\n\n", ended.end())
-            text = text if cut < 0 else text[: cut + 2]
+            cut = min(
+                (
+                    i
+                    for i in (text.find(b"\n\n", ended.end() - 1), text.find(b"\n\r\n", ended.end() - 1))
+                    if i >= 0
+                ),
+                default=-1,
+            )
+            text = text if cut < 0 else text[: cut + 1]
         kinds = Counter(KIND.findall(text))
-        data = len(DATA.findall(text))
+        data = text.count(b"\ndata:")
         pings = kinds.pop(b"ping", 0)
         self.count += max(data - pings, 0)
         for kind, n in kinds.items():
@@ -64,7 +73,10 @@ class Reader:
             self.last_at[name] = now
         ids = IDENT.findall(text)
         if ids:
-            seqs = [int(i) if i.isdigit() else -1 for i in ids]
+            try:
+                seqs = list(map(int, ids))
+            except ValueError:
+                seqs = [int(i) if i.isdigit() else -1 for i in ids]
             first = self.last_id + 1 if self.last_id is not None else seqs[0]
             if seqs != list(range(first, first + len(seqs))):  # an id that is not the next seq is a gap
                 expected = first
@@ -75,8 +87,9 @@ class Reader:
             if good:
                 self.first_id = good[0] if self.first_id is None else self.first_id
                 self.last_id = good[-1]
-        for found in STAMP.finditer(text):
-            self.latencies_ms.append((now - float(found.group(1))) * 1000)
+        if b"t=" in text:  # the stamp search reads every data line: only when there can be one
+            for found in STAMP.finditer(text):
+                self.latencies_ms.append((now - float(found.group(1))) * 1000)
         return ended is not None
 
     def summary(self) -> dict[str, Any]:
@@ -95,11 +108,11 @@ async def read(client: httpx.AsyncClient, url: str, reader: Reader, started: asy
         buffer = b""
         async for chunk in response.aiter_raw():
             now = time.monotonic()
-            buffer = (buffer + chunk).replace(b"\r\n", b"\n")
-            cut = buffer.rfind(b"\n\n")
+            buffer += chunk
+            cut = max(buffer.rfind(b"\n\n"), buffer.rfind(b"\n\r\n"))  # the end of the last whole message
             if cut < 0:
                 continue
-            whole, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+            whole, buffer = buffer[: cut + 1], buffer[cut + 1 :]
             if reader.take(whole, now):
                 return
 
