@@ -39,10 +39,10 @@ from api.sse import (
     Stop,
     StreamEnd,
     StreamPolicy,
+    final_index,
     sse_chunk,
     sse_messages,
     to_sse,
-    types_of,
 )
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import get_logger
@@ -226,7 +226,7 @@ class SessionFanout:
                     if self.stopped:
                         return  # cancelled, but the follower's wait_for swallowed it (see api.sse.end_tasks)
                     piece = batch[start : start + MAX_CHUNK]
-                    final = next((i for i, kind in enumerate(types_of(piece)) if kind == FINAL), None)
+                    final = final_index(piece)
                     self._publish(piece if final is None else piece[: final + 1])
                     if final is not None:
                         return

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -169,7 +169,7 @@ class ReaderFeed:
         try:
             async for got in self._source:
                 batch: Sequence[Logged] = got if self._batched else (got,)  # type: ignore[assignment]
-                final = next((i for i, kind in enumerate(types_of(batch)) if kind == FINAL), None)
+                final = final_index(batch)
                 if final is not None:
                     batch = batch[: final + 1]
                 while batch:  # at most ``queue_size`` events wait: a batch goes in as there is room
@@ -294,9 +294,11 @@ def sse_chunk(events: Sequence[Logged]) -> bytes:
     return b"".join([sse_bytes(event) for event in events])
 
 
-def types_of(events: Sequence[Logged]) -> Iterable[str]:
-    """The types of ``events``, without making an object per event when they come from memory."""
-    return events.types() if isinstance(events, Recent) else (event.type for event in events)
+def final_index(events: Sequence[Logged]) -> int | None:
+    """Where ``session_finished`` is in ``events`` (None if it is not), without an object per event
+    when they come from memory."""
+    kinds = events.types() if isinstance(events, Recent) else [event.type for event in events]
+    return kinds.index(FINAL) if FINAL in kinds else None
 
 
 def ping() -> ServerSentEvent:

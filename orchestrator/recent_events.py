@@ -128,9 +128,11 @@ class Recent(Sequence[Stored]):
         """The offset after the last line (0 when empty)."""
         return self._pages[-1].ends[self._stop - 1] if self._len else 0
 
-    def types(self) -> Iterator[str]:
+    def types(self) -> list[str]:
+        found: list[str] = []
         for page, low, high in self._spans():
-            yield from page.types[low:high]
+            found += page.types[low:high]
+        return found
 
     def sse(self) -> bytes:
         """The SSE messages of these events (``id``, ``event``, ``data`` as stored), as ``api.sse`` writes them."""

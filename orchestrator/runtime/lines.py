@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime
+from itertools import repeat
 
 from orchestrator.runtime.spec import LogLine, StreamName
 
@@ -186,9 +187,7 @@ class ChunkLines:
         self._rest += data[last + 1 :]
         stream = self.stream
         if len(complete) <= self.max_line:  # no line can be too long: decode the chunk at once
-            lines = [
-                LogLine(stream, text, time_ns) for text in complete.decode("utf-8", "replace").split("\n")
-            ]
+            lines = _log_lines(stream, complete.decode("utf-8", "replace").split("\n"), time_ns)
         else:
             lines = [
                 LogLine(stream, piece.decode("utf-8", "replace"), time_ns)
@@ -224,6 +223,14 @@ class ChunkLines:
             raw = raw[cut:]
         pieces.append(raw)
         return pieces
+
+
+def _log_lines(stream: StreamName, texts: list[str], time_ns: int) -> list[LogLine]:
+    """``[LogLine(stream, text, time_ns) for text in texts]``, made in C (half the cost of a flood's lines)."""
+    return list(map(_new_tuple, repeat(LogLine), zip(repeat(stream), texts, repeat(time_ns))))
+
+
+_new_tuple = tuple.__new__
 
 
 def _boundary(data: bytes | bytearray, limit: int) -> int:
