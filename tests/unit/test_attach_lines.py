@@ -78,7 +78,11 @@ def test_any_chunking_gives_the_lines_of_the_whole_stream(parts: list[bytes], si
 
 
 @given(
-    st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=30).map(str.encode), st.integers(4, 12), CUTS
+    st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=30).map(
+        str.encode
+    ),
+    st.integers(4, 12),
+    CUTS,
 )
 def test_a_line_over_the_cap_comes_in_pieces_that_rejoin_to_it(
     line: bytes, cap: int, sizes: list[int]
