@@ -37,7 +37,13 @@ class ReviewRunner:
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self, task_id: str) -> str:
-        return f"review-{task_id}-{next(self._counter)}"
+        """``review-<task>-<n>``, never one the session has used (a resumed session counts from 1 again)."""
+        state = self.supervisor.writer.state
+        used = {d.request_id for d in state.decisions} | {r.request_id for r in state.reviews}
+        while True:
+            candidate = f"review-{task_id}-{next(self._counter)}"
+            if candidate not in used:
+                return candidate
 
     async def review(self, request: ReviewRequest, workdir: Path) -> OrchestratorDecision:
         """Ask every reviewer of ``request``; the decision is stored before it is returned."""
