@@ -1,9 +1,15 @@
-"""``DockerRuntime``: the ``Runtime`` on a Docker engine, through docker-py. The only importer of ``docker``.
+"""``DockerRuntime``: the ``Runtime`` on a Docker engine, through docker-py.
+
+This module holds the runtime itself, ``create_kwargs`` (a ``ContainerSpec`` as the hardened
+container's create arguments) and the glue between a container's start and its output. Two parts of
+it live apart: ``docker_logs`` (``Follower``, reading the stored log) and ``docker_errors``
+(``vendor_errors``, docker-py's and requests' exceptions as the orchestrator's). These three are the
+only importers of ``docker``.
 
 docker-py blocks, so every call runs in this runtime's own thread pool (not the default executor,
 whose few threads long waits would starve), and every reader of output is a thread of its own that
 hands batches of lines to the event loop through a bounded ``Pipe``. Vendor errors become the
-orchestrator's at this boundary (``raise ... from``).
+orchestrator's at this boundary (``raise ... from``, through ``vendor_errors``).
 
 Output comes two ways:
 
@@ -17,11 +23,12 @@ Output comes two ways:
   unclaimed attach (a claimed one ends with the container), ``remove`` and ``close`` cut any. When
   the engine does not upgrade the connection (an old engine, TLS, an error), ``start`` goes on
   without it.
-- **logs** (``_Follower``): ``logs(follow=True, timestamps=True)``, two threads (stdout, stderr). Every
-  other stream reads this way: a second one, one with ``since_ns``, one of a container started by
-  another process, one whose attach was dropped, and the rest of an attach that broke while the
-  container ran on. The daemon stores every line from the container's first byte (the ``local``
-  driver, set explicitly), so nothing is lost, and its timestamps let a fresh process continue a
+- **logs** (``docker_logs.Follower``): ``logs(follow=True, timestamps=True)``, two threads (stdout,
+  stderr), which read again after a cut without repeating a line. Every other stream reads this
+  way: a second one, one with ``since_ns``, one of a container started by another process, one
+  whose attach was dropped, and the rest of an attach that broke while the container ran on. The
+  daemon stores every line from the container's first byte (the ``local`` driver, set explicitly
+  by ``create_kwargs``), so nothing is lost, and its timestamps let a fresh process continue a
   stream where a previous one stopped.
 """
 
@@ -33,7 +40,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,17 +53,13 @@ import requests.exceptions
 from docker.models.containers import _create_container_args
 from docker.types import LogConfig, Mount
 
-from orchestrator.errors import (
-    ContainerNotFound,
-    DockerUnavailable,
-    ImageMissing,
-    OrchestratorError,
-    RuntimeFailure,
-)
+from orchestrator.errors import DockerUnavailable, ImageMissing, OrchestratorError, RuntimeFailure
 from orchestrator.log import get_logger
 from orchestrator.runtime.attach import Attached, AttachRefused, open_attach
 from orchestrator.runtime.batches import unbatched
-from orchestrator.runtime.lines import LineAssembler, TimestampError, parse_timestamp_ns
+from orchestrator.runtime.docker_errors import FIX_ENGINE, vendor_errors
+from orchestrator.runtime.docker_logs import Follower
+from orchestrator.runtime.lines import TimestampError, parse_timestamp_ns
 from orchestrator.runtime.pipe import End, Pipe, handout, keep_after
 from orchestrator.runtime.spec import (
     ContainerInfo,
@@ -72,7 +75,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 _NS = 1_000_000_000
 _WAIT_CHUNK_S = 5.0  # a cancelled wait frees its thread within this time
-_FRAGMENT = 16 * 1024  # the daemon cuts longer lines into messages of this size
 _CLAIM_ON_LOOP = 64 * 1024  # kept attach bytes made into lines on the event loop; more go to a thread
 _EXIT_AFTER_EOF_S = 2.0  # an attach ends as the process's output closes; its exit is seen soon after
 # ``local``, not ``json-file``: json-file stores each 16 KiB fragment as a JSON string, which turns a
@@ -80,28 +82,6 @@ _EXIT_AFTER_EOF_S = 2.0  # an attach ends as the process's output closes; its ex
 _LOG_CONFIG = LogConfig(type="local", config={"max-size": "64m", "max-file": "4"})
 _NO_TIME = "0001-01-01T00:00:00Z"
 _DEFAULT_URL = "unix:///var/run/docker.sock"
-_FIX_ENGINE = "start the engine (scripts/docker-engine) or point DOCKER_HOST at one"
-
-
-@contextlib.contextmanager
-def _vendor_errors(action: str, container_id: str | None = None) -> Iterator[None]:
-    """Turn docker-py and requests errors raised while doing ``action`` into the orchestrator's."""
-    try:
-        yield
-    except OrchestratorError:
-        raise
-    except docker.errors.ImageNotFound as err:
-        raise ImageMissing(f"{action}: image not found ({err.explanation}); build it first") from err
-    except docker.errors.NotFound as err:
-        raise ContainerNotFound(
-            f"{action}: no container {container_id or ''} ({err.explanation}); it was removed"
-        ) from err
-    except docker.errors.APIError as err:
-        raise RuntimeFailure(f"{action}: the engine refused ({err.explanation or err})") from err
-    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as err:
-        raise DockerUnavailable(
-            f"{action}: the Docker engine does not answer ({err}); {_FIX_ENGINE}"
-        ) from err
 
 
 def _time(raw: str | None) -> datetime | None:
@@ -160,100 +140,6 @@ def _create(client: docker.DockerClient, kwargs: dict[str, Any]) -> str:
     return str(client.api.create_container(**args)["Id"])
 
 
-class _Follower:
-    """One thread reading one stream (stdout or stderr) of one container.
-
-    A follow stream can end a moment before the daemon stores the container's last output (a
-    final line without a newline, flushed at exit, is sometimes missed), or early if the engine
-    drops the connection. So when it ends, the follower reads again from the last frame it saw,
-    skipping the frames it already has, until the container has stopped and a final read is done.
-    """
-
-    def __init__(self, runtime: DockerRuntime, container_id: str, stream: StreamName, since_s: int) -> None:
-        self._runtime = runtime
-        self._id = container_id
-        self._stream: StreamName = stream
-        self._since_s = since_s
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._logs: Any = None
-        self._assembler = LineAssembler(stream, fragment_size=_FRAGMENT)
-        self._last_ns = 0
-        self._seen_at_last = 0  # frames already fed whose time is _last_ns (split lines share it)
-
-    def start(self, pipe: Pipe) -> None:
-        thread = threading.Thread(
-            target=self._run, args=(pipe,), name=f"logs-{self._id[:12]}-{self._stream}", daemon=True
-        )
-        thread.start()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            logs = self._logs
-        if logs is not None:
-            with contextlib.suppress(Exception):  # closing an already closed socket is fine
-                logs.close()
-
-    def _run(self, pipe: Pipe) -> None:
-        try:
-            follow = True
-            while True:
-                if not self._read(pipe, follow=follow):
-                    return
-                if not follow:
-                    break
-                follow = self._runtime._inspect(self._id).running
-                if follow:
-                    time.sleep(0.1)  # the connection dropped while running: reconnect, gently
-            last = self._assembler.flush()
-            if last:
-                pipe.put(last)
-        except Exception as err:  # noqa: BLE001 - a thread's error is handed to the consumer, which raises it
-            pipe.put(err)
-        finally:
-            pipe.put(End())
-
-    def _read(self, pipe: Pipe, *, follow: bool) -> bool:
-        """Feed every new frame to the pipe; False once cancelled or the consumer has gone."""
-        since = self._last_ns // _NS if self._last_ns else self._since_s
-        with _vendor_errors(f"read the {self._stream} of container {self._id[:12]}", self._id):
-            logs = self._runtime.client().api.logs(
-                self._id, stdout=self._stream == "stdout", stderr=self._stream == "stderr",
-                stream=True, follow=follow, timestamps=True, since=since or None,
-            )  # fmt: skip
-        with self._lock:
-            self._logs = logs
-            if self._cancelled:
-                logs.close()
-                return False
-        try:
-            if not self._feed(logs, pipe):
-                return False
-        finally:
-            logs.close()  # also after a natural end: the response holds a socket
-        with self._lock:
-            return not self._cancelled
-
-    def _feed(self, logs: Iterator[bytes], pipe: Pipe) -> bool:
-        skip = self._seen_at_last
-        for frame in logs:
-            time_ns, payload = self._assembler.split(frame)
-            if time_ns < self._last_ns:
-                continue
-            if time_ns == self._last_ns:
-                if skip:
-                    skip -= 1
-                    continue
-                self._seen_at_last += 1
-            else:
-                self._last_ns, self._seen_at_last = time_ns, 1
-            lines = self._assembler.feed(time_ns, payload)
-            if lines and not pipe.put(lines):
-                return False
-        return True
-
-
 class DockerRuntime:
     """``Runtime`` on a Docker engine. Use as ``async with DockerRuntime() as runtime:``."""
 
@@ -268,7 +154,7 @@ class DockerRuntime:
         self._client_lock = threading.Lock()
         self._requested: dict[str, Request] = {}
         self._closed = False
-        self._followers: set[_Follower] = set()
+        self._followers: set[Follower] = set()
         self._engine_url: str | None = None  # for attach; None: attach is not tried (TLS, ssh, ...)
         self._unclaimed: dict[str, Attached] = {}
         self._attached: set[Attached] = set()
@@ -288,8 +174,8 @@ class DockerRuntime:
                 self._engine_url = url if self._base_url or not env.get("tls") else None
                 # docker-py leaks the socket of a failed unix connect: do not try a missing socket.
                 if url.startswith("unix://") and not Path(url.removeprefix("unix://")).exists():
-                    raise DockerUnavailable(f"no Docker engine socket at {url}; {_FIX_ENGINE}")
-                with _vendor_errors("connect to the Docker engine"):
+                    raise DockerUnavailable(f"no Docker engine socket at {url}; {FIX_ENGINE}")
+                with vendor_errors("connect to the Docker engine"):
                     if self._base_url:
                         self._client = docker.DockerClient(
                             base_url=self._base_url, timeout=int(self._timeout_s), max_pool_size=64
@@ -309,7 +195,7 @@ class DockerRuntime:
         await self._call(self._ping)
 
     def _ping(self) -> None:
-        with _vendor_errors("ping the Docker engine"):
+        with vendor_errors("ping the Docker engine"):
             self.client().ping()
 
     async def start(self, spec: ContainerSpec) -> str:
@@ -323,7 +209,7 @@ class DockerRuntime:
 
     def _start(self, spec: ContainerSpec) -> tuple[str, Attached | None]:
         action = f"create container {spec.name or ''} from image {spec.image!r}"
-        with _vendor_errors(action):
+        with vendor_errors(action):
             try:
                 container_id = _create(self.client(), create_kwargs(spec))
             except docker.errors.ImageNotFound as err:
@@ -334,7 +220,7 @@ class DockerRuntime:
                 raise RuntimeFailure(f"{action}: {err.explanation}; create the network first") from err
         attached = self._attach(container_id)
         try:
-            with _vendor_errors(f"start container {container_id[:12]}", container_id):
+            with vendor_errors(f"start container {container_id[:12]}", container_id):
                 self.client().api.start(container_id)
         except OrchestratorError:
             if attached is not None:
@@ -381,7 +267,7 @@ class DockerRuntime:
         return await self._call(self._find, dict(labels))
 
     def _find(self, labels: dict[str, str]) -> list[ContainerInfo]:
-        with _vendor_errors("list containers"):
+        with vendor_errors("list containers"):
             api = self.client().api
             found = api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
             infos: list[ContainerInfo] = []
@@ -394,7 +280,7 @@ class DockerRuntime:
         return await self._call(self._inspect, container_id)
 
     def _inspect(self, container_id: str) -> ContainerInfo:
-        with _vendor_errors(f"inspect container {container_id[:12]}", container_id):
+        with vendor_errors(f"inspect container {container_id[:12]}", container_id):
             return _info(self.client().api.inspect_container(container_id))
 
     def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
@@ -435,7 +321,9 @@ class DockerRuntime:
         await self.inspect(container_id)  # ContainerNotFound now, not from a thread later
         pipe = Pipe(asyncio.get_running_loop())
         since_s = (since_ns or 0) // _NS  # the daemon filters by whole seconds; we filter exactly
-        followers = [_Follower(self, container_id, name, since_s) for name in ("stdout", "stderr")]
+        followers = [
+            Follower(self.client, self._inspect, container_id, name, since_s) for name in ("stdout", "stderr")
+        ]
         self._followers.update(followers)
         for follower in followers:
             follower.start(pipe)
@@ -467,11 +355,11 @@ class DockerRuntime:
             # A chunk that times out surfaces as a requests error; the next inspect tells a
             # still-running container from an engine that went away.
             with (
-                _vendor_errors(f"wait for container {container_id[:12]}", container_id),
+                vendor_errors(f"wait for container {container_id[:12]}", container_id),
                 contextlib.suppress(requests.exceptions.ConnectionError, requests.exceptions.Timeout),
             ):
                 api.wait(container_id, timeout=max(0.05, min(remaining, _WAIT_CHUNK_S)))
-        with _vendor_errors(f"inspect container {container_id[:12]}", container_id):
+        with vendor_errors(f"inspect container {container_id[:12]}", container_id):
             state = api.inspect_container(container_id).get("State") or {}
         exit_code = state.get("ExitCode")
         oom = bool(state.get("OOMKilled"))
@@ -487,7 +375,7 @@ class DockerRuntime:
         await self._call(self._simple, "unpause", container_id)
 
     def _simple(self, verb: str, container_id: str) -> None:
-        with _vendor_errors(f"{verb} container {container_id[:12]}", container_id):
+        with vendor_errors(f"{verb} container {container_id[:12]}", container_id):
             getattr(self.client().api, verb)(container_id)
 
     async def stop(self, container_id: str, grace_s: float = 10.0) -> None:
@@ -496,7 +384,7 @@ class DockerRuntime:
         self._drop(container_id)
 
     def _stop(self, container_id: str, grace_s: float) -> None:
-        with _vendor_errors(f"stop container {container_id[:12]}", container_id):
+        with vendor_errors(f"stop container {container_id[:12]}", container_id):
             self.client().api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
 
     async def kill(self, container_id: str) -> None:
@@ -505,7 +393,7 @@ class DockerRuntime:
         self._drop(container_id)
 
     def _kill(self, container_id: str) -> None:
-        with _vendor_errors(f"kill container {container_id[:12]}", container_id):
+        with vendor_errors(f"kill container {container_id[:12]}", container_id):
             try:
                 self.client().api.kill(container_id)
             except docker.errors.APIError as err:
@@ -521,7 +409,7 @@ class DockerRuntime:
                 attached.interrupt()  # a claimed stream ends with ContainerNotFound, as a logs stream does
 
     def _remove(self, container_id: str) -> None:
-        with _vendor_errors(f"remove container {container_id[:12]}", container_id):
+        with vendor_errors(f"remove container {container_id[:12]}", container_id):
             try:
                 self.client().api.remove_container(container_id, force=True, v=True)
             except docker.errors.NotFound:
@@ -544,7 +432,7 @@ class DockerRuntime:
         self, name: str, internal: bool, labels: dict[str, str], options: dict[str, str]
     ) -> str:
         networks = self.client().networks
-        with _vendor_errors(f"create network {name!r}"):
+        with vendor_errors(f"create network {name!r}"):
             try:
                 found = networks.get(name)
             except docker.errors.NotFound:
@@ -567,7 +455,7 @@ class DockerRuntime:
 
     def _connect_network(self, container_id: str, network: str, aliases: list[str]) -> None:
         action = f"connect container {container_id[:12]} to network {network!r}"
-        with _vendor_errors(action, container_id):
+        with vendor_errors(action, container_id):
             api = self.client().api
             if network in _addresses(api.inspect_container(container_id)):
                 return
@@ -580,7 +468,7 @@ class DockerRuntime:
         await self._call(self._remove_network, name)
 
     def _remove_network(self, name: str) -> None:
-        with _vendor_errors(f"remove network {name!r}"):
+        with vendor_errors(f"remove network {name!r}"):
             try:
                 self.client().networks.get(name).remove()
             except docker.errors.NotFound:
