@@ -3,8 +3,9 @@
 ``Incoming.of(family, model, body)`` pulls out the user-authored text (the ``prompt`` matcher), the
 system prompt (the ``system`` matcher), the agent's working directory (to make Claude's file paths
 absolute), the tool names (and kinds) the CLI declared, the tool result the request ends with (recorded
-as seen), whether the conversation's latest tool result reports a failure (``tool_error``, read by
-``retry_failed`` turns) and whether the request is a Gemini side request (router/next-speaker classifier).
+as seen), whether the conversation's latest tool result reports a failure (``tool_error``), which tool
+calls the conversation carries a result for (``result_ids``; both read by ``retry_failed`` turns) and
+whether the request is a Gemini side request (router/next-speaker classifier).
 
 What counts as a failed tool result, per family (the recorded transcripts show each form):
 
@@ -17,6 +18,15 @@ What counts as a failed tool result, per family (the recorded transcripts show e
   counts as failed and a ``retry_failed`` turn issues it again.
 - Gemini: the ``functionResponse.response`` has an ``error`` key (a tool not offered, a policy
   denial) or its output states a non-zero ``Exit Code``.
+
+A call cut short by a stop is not always sent back as a failed result. Claude Code 2.1.197 (``claude
+--resume``) and Gemini CLI 0.61 (``gemini --resume``) leave it out of the resumed conversation: Claude
+drops the ``tool_use`` it logged, Gemini never logged the ``functionCall`` (it logs a call once it has
+finished); only the text said with the call remains, and the request carries no result for it. The
+latest tool result is then an older one, or none. ``result_ids`` (the ``tool_use_id`` / ``call_id`` /
+``functionResponse.id`` of every result, else the result's position) lets ``state`` see that no new
+result came back. Gemini also repeats an older ``functionResponse`` (same id) on resume, so a count of
+results would be fooled where the ids are not.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ class Incoming:
     tools: Mapping[str, str] = field(default_factory=dict)
     tool_result: str | None = None
     tool_error: bool | None = None
+    result_ids: frozenset[str] = frozenset()
     side: bool = False
 
     @property
@@ -61,7 +72,7 @@ class Incoming:
     def of(cls, family: Family, model: str, body: dict[str, Any], stream: bool | None = None) -> Incoming:
         """Read ``body`` of ``family``; ``stream`` overrides the body's flag (Gemini has it in the path)."""
         reader = {"anthropic": _anthropic, "openai": _openai, "gemini": _gemini}[family]
-        user, system, tools, result, failed, side = reader(body)
+        user, system, tools, result, failed, ids, side = reader(body)
         cwd = _find_cwd(system + "\n" + user)
         streaming = bool(body.get("stream", False)) if stream is None else stream
         return cls(
@@ -74,12 +85,14 @@ class Incoming:
             tools=tools,
             tool_result=result[:_RESULT_LIMIT] if result is not None else None,
             tool_error=failed,
+            result_ids=ids,
             side=side,
         )
 
 
-# user text, system text, declared tools, the closing tool result, latest result failed?, side request
-Parts = tuple[str, str, dict[str, str], str | None, bool | None, bool]
+# user text, system text, declared tools, the closing tool result, latest result failed?, the ids of
+# all results, side request
+Parts = tuple[str, str, dict[str, str], str | None, bool | None, frozenset[str], bool]
 
 
 def output_failed(text: str) -> bool:
@@ -89,6 +102,14 @@ def output_failed(text: str) -> bool:
     if code is not None:
         return int(code.group(1)) != 0
     return _FAILURE_WORDS.search(text) is not None
+
+
+def _ids(results: list[dict[str, Any]], key: str) -> frozenset[str]:
+    """The call id of each result (``key``), or ``#n`` (its position) when it has none."""
+    return frozenset(
+        value if isinstance(value := result.get(key), str) and value else f"#{n}"
+        for n, result in enumerate(results)
+    )
 
 
 def _texts(content: Any, kinds: tuple[str, ...] = ("text", "input_text")) -> list[str]:
@@ -138,7 +159,7 @@ def _anthropic(body: dict[str, Any]) -> Parts:
         if block.get("type") == "tool_result"
     ]
     failed = bool(latest[-1].get("is_error")) if latest else None
-    return "\n".join(user), "\n".join(system), tools, result, failed, False
+    return "\n".join(user), "\n".join(system), tools, result, failed, _ids(latest, "tool_use_id"), False
 
 
 def _openai(body: dict[str, Any]) -> Parts:
@@ -164,7 +185,7 @@ def _openai(body: dict[str, Any]) -> Parts:
         result = _flatten(listed[-1].get("output"))
     outputs = [item for item in listed if str(item.get("type", "")).endswith("_output")]
     failed = output_failed(_flatten(outputs[-1].get("output"))) if outputs else None
-    return "\n".join(user), "\n".join(system), tools, result, failed, False
+    return "\n".join(user), "\n".join(system), tools, result, failed, _ids(outputs, "call_id"), False
 
 
 def _gemini(body: dict[str, Any]) -> Parts:
@@ -200,7 +221,7 @@ def _gemini(body: dict[str, Any]) -> Parts:
         or "responseJsonSchema" in config
         or "responseSchema" in config
     )
-    return "\n".join(user), "\n".join(system), tools, result, failed, side
+    return "\n".join(user), "\n".join(system), tools, result, failed, _ids(latest, "id"), side
 
 
 def _gemini_failed(response: Any) -> bool:

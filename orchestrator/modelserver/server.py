@@ -267,6 +267,8 @@ class _Handler(BaseHTTPRequestHandler):
         used = {"script": pick.script.name, "turn": turn.number, "attempt": pick.attempt, "answer": turn.kind}
         if pick.retry:
             used["retry"] = pick.retry
+        if pick.unanswered:
+            used["unanswered"] = True
         if turn.delay:
             app.stopping.wait(turn.delay)
         if pick.retry and turn.retry_delay:

@@ -3,11 +3,14 @@
 ``ScenarioState.pick(request)`` walks the scripts in file order and takes the first one whose
 matcher fits the request and which still has turns left; it hands out that script's current turn
 and advances after the turn was served ``repeat`` times (never, for ``repeat = "forever"``).
-After a tool-call turn with ``retry_failed = N`` the script is *armed*: a matching request whose
-latest tool result reports a failure (``Incoming.tool_error``; a call the CLI never finished, such
-as Codex's ``aborted`` after a stop cut it short, is one) gets that turn again, at most N times,
-even when the script has no turns left; a request whose latest tool result succeeded, or any other
-turn served, disarms it.
+After a tool-call turn with ``retry_failed = N`` the script is *armed*: a matching request that
+reports the call failed gets that turn again, at most N times, even when the script has no turns
+left; a request that reports it succeeded, or any other turn served, disarms it. The call is
+reported on by a request carrying a tool result the request that got the call did not have
+(``Incoming.result_ids``): its latest tool result decides (``Incoming.tool_error``; Codex's
+``aborted`` for a call a stop cut short is a failure). A request carrying no new result reports the
+call failed too: it never came back, which is how a resumed Claude Code or Gemini CLI shows a call a
+stop cut short (they leave it out of the conversation); ``Pick.unanswered`` marks that re-issue.
 ``answer_for`` fills a message turn's placeholders (``${cwd}``, captures) for one request.
 """
 
@@ -32,12 +35,14 @@ from orchestrator.modelserver.wire import Answer
 
 @dataclass(frozen=True)
 class Pick:
-    """The turn chosen for one request; ``attempt`` counts its uses, from 1; ``retry`` its re-issues."""
+    """The turn chosen for one request; ``attempt`` counts its uses, from 1; ``retry`` its re-issues;
+    ``unanswered``: re-issued because the request carries no result for the armed call."""
 
     script: Script
     turn: Turn
     attempt: int
     retry: int = 0
+    unanswered: bool = False
 
 
 def matches(script: Script, request: Incoming) -> bool:
@@ -58,6 +63,7 @@ class ScenarioState:
         self._position = [0] * len(scenario.scripts)
         self._served = [0] * len(scenario.scripts)
         self._armed: list[Turn | None] = [None] * len(scenario.scripts)
+        self._known: list[frozenset[str]] = [frozenset()] * len(scenario.scripts)
         self._retried = [0] * len(scenario.scripts)
 
     def pick(self, request: Incoming) -> Pick | None:
@@ -67,12 +73,15 @@ class ScenarioState:
                 if not matches(script, request):
                     continue
                 armed = self._armed[index]
-                if armed is not None and request.tool_error is False:
+                answered = not request.result_ids <= self._known[index]
+                failed = request.tool_error if answered else True  # no result: the call never came back
+                if armed is not None and not failed:
                     self._armed[index] = armed = None  # the call went through: on to the next turn
-                if armed is not None and request.tool_error and self._retried[index] < armed.retry_failed:
+                if armed is not None and self._retried[index] < armed.retry_failed:
                     self._retried[index] += 1
+                    self._known[index] = request.result_ids
                     retry = self._retried[index]
-                    return Pick(script, armed, retry + 1, retry)
+                    return Pick(script, armed, retry + 1, retry, unanswered=not answered)
                 position = self._position[index]
                 if position >= len(script.turns):
                     continue
@@ -83,6 +92,7 @@ class ScenarioState:
                     self._position[index] += 1
                     self._served[index] = 0
                 self._armed[index] = turn if turn.retry_failed and turn.tool is not None else None
+                self._known[index] = request.result_ids
                 self._retried[index] = 0
                 return Pick(script, turn, attempt)
         return None
@@ -93,6 +103,7 @@ class ScenarioState:
             self._position = [0] * len(self.scenario.scripts)
             self._served = [0] * len(self.scenario.scripts)
             self._armed = [None] * len(self.scenario.scripts)
+            self._known = [frozenset()] * len(self.scenario.scripts)
             self._retried = [0] * len(self.scenario.scripts)
 
     def snapshot(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ prompt, so the failed result is no longer the last item; it still counts.
 
 A Codex stopped while a call ran, or just as it arrived, resumes with the output ``aborted`` for that
 call (recorded below, reproduced in ``tests/integration/test_modelserver_interrupted_call.py``): the
-call never ran, so it counts as failed and is issued again.
+call never ran, so it counts as failed and is issued again. What Claude Code and Gemini CLI send for
+such a call (nothing: they leave it out) is in ``test_modelserver_cut_short.py``.
 """
 
 from __future__ import annotations
@@ -273,21 +274,34 @@ def test_bad_retry_failed_values_are_refused(toml: str, expected: str) -> None:
 
 @given(st.lists(st.sampled_from([None, True, False]), max_size=12), st.integers(0, 4))
 def test_retries_never_exceed_the_budget_and_a_success_moves_on(
-    results: list[bool | None], budget: int
+    outcomes: list[bool | None], budget: int
 ) -> None:
-    """For any sequence of reported outcomes: at most ``budget`` re-issues in a row, and the request
-    after a successful call never gets the write again."""
+    """For any sequence of what the CLI reports on the call (True: failed, False: succeeded, None: no
+    new result, as from a resumed CLI that left a call cut short out): while the budget lasts, a
+    failure or a missing result gets the write again; a success, or a spent budget, moves on for good."""
     toml = f'[[turn]]\nwrite = {{ path = "a", content = "" }}\nretry_failed = {budget}\n[[turn]]\ntext = "done"\nrepeat = "forever"\n'
     state = ScenarioState(parse_scenario(toml))
-    bodies = {None: codex_body(), True: codex_after(CODEX_DENIED), False: codex_after(CODEX_WRITTEN)}
-    served = [state.pick(Incoming.of("openai", "m", bodies[r])) for r in [None, *results]]
-    kinds = [p.turn.kind if p else None for p in served]
-    retries = [p.retry if p else 0 for p in served]
-    assert kinds[0] == "tool:write"
-    assert max(retries) <= budget
-    for outcome, kind in zip(results, kinds[1:], strict=True):
-        if outcome is not True:
-            assert kind == "text"
+    body = codex_body()
+    first = state.pick(Incoming.of("openai", "m", body))
+    armed, used = budget > 0, 0
+    served, expected = [], []
+    for n, outcome in enumerate(outcomes):
+        if outcome is not None:
+            body["input"] += [
+                {"type": "custom_tool_call", "call_id": f"call_{n}", "name": "apply_patch", "input": "*"},
+                {"type": "custom_tool_call_output", "call_id": f"call_{n}",
+                 "output": CODEX_DENIED if outcome else CODEX_WRITTEN},
+            ]  # fmt: skip
+        pick = state.pick(Incoming.of("openai", "m", body))
+        served.append((pick.turn.kind, pick.retry) if pick else None)
+        if armed and outcome is not False and used < budget:
+            used += 1
+            expected.append(("tool:write", used))
+        else:
+            armed = False
+            expected.append(("text", 0))
+    assert first is not None and first.turn.kind == "tool:write"
+    assert served == expected
 
 
 def test_retry_delay_is_read_and_spares_the_first_answer() -> None:
