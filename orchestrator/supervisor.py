@@ -168,6 +168,7 @@ class Supervisor:
         rung = self.engine.start_rung(job.agent, is_writer=job.writable) if rung is None else rung
         state = self._state(job)
         attempt, memory = state.attempt + 1, None
+        first_here = job.worker not in self._past  # this process has not run the worker before
         past = self._past.setdefault(job.worker, [])
         pending = next((a for a in past if a.kind != "give_up" and a.attempt > state.attempt), None)
         if attach is not None:
@@ -178,6 +179,8 @@ class Supervisor:
             resume_id = state.cli_session_id if pending.kind != "restart" else None
         prompt = (resume_prompt or CONTINUE_PROMPT) if resume_id else job.prompt
         deadline = asyncio.get_running_loop().time() + (job.timeout_s or self.settings.task_timeout_s)
+        if attach is None and first_here and state.container_id is not None:
+            await self._remove_leftover(state.container_id)
         while True:
             if job.worker in self._stopped:
                 return Outcome(False, attempts=attempt - 1, error="stopped by a person", stopped=True)
@@ -452,6 +455,19 @@ class Supervisor:
             self._emit(job, ev.WorkerExited(exit_code=exit_info.exit_code, reason="stopped"))
             await self.writer.commit()
             await self.runtime.remove(container)
+
+    async def _remove_leftover(self, container: str) -> None:
+        """Remove the container of an earlier attempt that is not re-attached: a process killed while
+        it ran (a reviewer, an attempt whose successor never started) left it, running or exited."""
+        try:
+            await self._stop(container, 1.0)
+            await self.runtime.remove(container)
+        except ContainerNotFound:
+            return  # removed already, as every attempt's container is once it has been read
+        except OrchestratorError as exc:  # the new attempt matters more than the old container
+            log.warning("leftover_container_kept", container=container[:12], error=str(exc))
+            return
+        log.info("leftover_container_removed", container=container[:12])
 
     async def _stop(self, container: str, grace_s: float | None) -> None:
         grace = self.settings.grace_period_s if grace_s is None else grace_s

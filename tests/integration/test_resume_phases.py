@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
 from orchestrator.gitwork import git
@@ -52,7 +53,8 @@ def _merged_files(report: dict[str, object]) -> list[str]:
 def test_kill_9_during_the_review_then_resume_reviews_and_merges(
     tmp_path: Path, images: dict[str, str]
 ) -> None:
-    """Killed while the reviewers run: resume reviews again and merges; the log stays gap-free."""
+    """Killed while the reviewers run: resume reviews again and merges; the log stays gap-free, and
+    the reviewers' containers of the killed process are removed too."""
     env = _env(tmp_path)
     proc = _demo(env, "review-slow.toml")
     workspace = tmp_path / "ws"
@@ -71,6 +73,12 @@ def test_kill_9_during_the_review_then_resume_reviews_and_merges(
     assert "hello.py" in _merged_files(report)
     seqs = [e.seq for e in EventReader(SessionPaths.of(workspace, session)).read()]
     assert seqs == list(range(1, len(seqs) + 1))
+    client = docker.from_env()
+    try:
+        left = client.containers.list(all=True, filters={"label": f"orchestrator.session={session}"})
+    finally:
+        client.close()
+    assert [c.name for c in left] == []
 
 
 def test_a_crash_between_the_merge_and_its_event_resumes_without_merging_twice(
