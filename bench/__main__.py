@@ -24,6 +24,7 @@ from bench import b1_launch, b2_pipeline, b3_fanout, b4_resume, b5_scale
 from bench.engine import BenchEngine, BenchSetupError, open_engine
 from bench.lab import bench_settings
 from bench.report import Results, machine, render_markdown, render_text, update_readme, write_results
+from orchestrator import gc_tuning
 from orchestrator.errors import OrchestratorError
 from orchestrator.log import configure_logging
 
@@ -93,6 +94,7 @@ async def run(args: argparse.Namespace) -> Results:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging(level="warning")
+    gc_tuning.tune()  # as ``orchestrate run``/``serve`` do: ours runs in this process
     try:
         results = asyncio.run(run(args))
     except (BenchSetupError, OrchestratorError) as err:

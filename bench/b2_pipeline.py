@@ -5,8 +5,8 @@ Codex ``patch rejected: writing is blocked by read-only sandbox`` line on stderr
 it ``permission_denied``, the recovery engine judges it: a read-only task's denial, so the worker
 goes on), every 1000th a 20 KiB line (Docker splits it into 16 KiB frames; it must come back whole).
 
-Ours: ``Supervisor.run(job)``, the production path: ``DockerRuntime.stream`` -> an ``output`` event
-per line -> the Codex adapter -> ``monitor_stream`` -> group commit (fsync) -> the real API under
+Ours: ``Supervisor.run(job)``, the production path: ``DockerRuntime.stream`` -> an ``output_lines``
+event per run of lines -> the Codex adapter -> ``monitor_stream`` -> group commit (fsync) -> the real API under
 uvicorn in this process -> one SSE reader in another process (``bench.sse_clients``). Lines/s run
 from the container's start to the last line durable, and to the last line received by the reader.
 Raw: docker-py ``create`` + ``attach`` + ``start`` of the same spec, every line read until the end.
@@ -80,18 +80,21 @@ def expected(lines: int) -> tuple[int, int]:
 
 def verify_log(events_path: Path, worker: str, lines: int) -> dict[str, int]:
     """Every generated line stored once, whole and in order; seqs gap-free. Raises on any loss."""
-    seq, outputs, denials, indexes = 0, 0, 0, 0
+    seq, events, outputs, denials, indexes = 0, 0, 0, 0, 0
     for raw in events_path.read_bytes().splitlines():
         event = orjson.loads(raw)
         if event["seq"] != seq + 1:
             raise RuntimeError(f"seq gap in the log: {seq} then {event['seq']}")
         seq = event["seq"]
-        if event["worker"] != worker or event["type"] != "output":
+        if event["worker"] != worker or event["type"] != "output_lines":
             denials += event["type"] == "permission_denied"
             continue
-        outputs += 1
-        text: str = event["data"]["line"]
-        if event["data"]["stream"] == "stdout" and text[:8].isdigit():
+        events += 1
+        stream, texts = event["data"]["stream"], event["data"]["lines"]
+        outputs += len(texts)
+        for text in texts:
+            if stream != "stdout" or not text[:8].isdigit():
+                continue
             index = int(text[:8])
             while indexes % 100 == 50:  # the denials went to stderr
                 indexes += 1
@@ -104,7 +107,7 @@ def verify_log(events_path: Path, worker: str, lines: int) -> dict[str, int]:
     out, err = expected(lines)
     if outputs != out + err or denials != err:
         raise RuntimeError(f"stored {outputs} lines / {denials} denials, printed {out + err} / {err}")
-    return {"last_seq": seq, "outputs": outputs, "denials": denials}
+    return {"last_seq": seq, "output_events": events, "outputs": outputs, "denials": denials}
 
 
 def raw_attach(client: docker.DockerClient, kwargs: dict[str, Any]) -> tuple[int, float]:
@@ -167,17 +170,17 @@ async def run_ours(lab: Lab, runtime: TimedRuntime, job: Job, lines: int) -> dic
     checked = verify_log(lab.paths.events, job.worker, lines)
     last_output = max(seq for seq in _output_seqs(lab.paths.events, job.worker))
     durable_at = next(at for at, seq in flushes if seq >= last_output)
-    if reader["gaps"] or reader["types"].get("output", 0) != checked["outputs"]:
+    if reader["gaps"] or reader["types"].get("output_lines", 0) != checked["output_events"]:
         raise RuntimeError(f"the SSE reader got {reader['types']} with {reader['gaps']} gaps")
     # the runtime stamps ``start_s`` with perf_counter, the reader with monotonic: one clock on Linux
-    return {"durable_s": durable_at - started, "sse_s": reader["last_at"]["output"] - started,
+    return {"durable_s": durable_at - started, "sse_s": reader["last_at"]["output_lines"] - started,
             "checked": checked, "reader": {k: reader[k] for k in ("count", "first_id", "last_id", "gaps")}}  # fmt: skip
 
 
 def _output_seqs(path: Path, worker: str) -> list[int]:
     seqs = []
     for raw in path.read_bytes().splitlines():
-        if b'"type":"output"' in raw and f'"worker":"{worker}"'.encode() in raw:
+        if b'"type":"output_lines"' in raw and f'"worker":"{worker}"'.encode() in raw:
             seqs.append(orjson.loads(raw)["seq"])
     return seqs
 

@@ -55,7 +55,7 @@ RECENT_BYTES = 4 << 20  # ... and about as many characters of their JSON at most
 
 @dataclass(slots=True)
 class _OutputFold:
-    """What folding one ``output`` line needs (``apply_output``), kept instead of an event."""
+    """What folding one ``output_lines`` event needs (``apply_output``), kept instead of the event."""
 
     worker: str
     task_id: str | None
@@ -63,7 +63,7 @@ class _OutputFold:
     ts: datetime
 
 
-# What folds a buffered event into the state: the event, or a run of output lines (how, last seq, count)
+# What folds a buffered event into the state: the event, or a run of output lines (how, seq, lines)
 _Fold = AgentEvent | tuple[_OutputFold, int, int]
 
 
@@ -178,12 +178,16 @@ class EventWriter:
     def append(self, draft: EventDraft) -> AgentEvent:
         """Buffer an event (redacted, with the next seq). Durable and visible after ``flush``."""
         with self._guard:
+            seq, now = self._next_seq, utcnow()
             event = AgentEvent.model_construct(
-                seq=self._next_seq, ts=utcnow(), session_id=self.paths.session_id, worker=draft.worker,
+                seq=seq, ts=now, session_id=self.paths.session_id, worker=draft.worker,
                 task_id=draft.task_id, type=draft.type, data=draft.data,
             )  # fmt: skip
-            line = event.model_dump_json()
-            clean = self._redact(line)
+            line = (
+                self._head(seq, now, draft.worker, draft.task_id, draft.type)
+                + f"{draft.data.model_dump_json()}}}"
+            )
+            clean = self._redact(line) if self._redact.finds(line) else line
             if clean != line:
                 event = AgentEvent.model_validate_json(clean)
             pending = self._pending
@@ -198,37 +202,37 @@ class EventWriter:
     def append_output(
         self, worker: str, task_id: str | None, stream: Literal["stdout", "stderr"], lines: list[str]
     ) -> int:
-        """Buffer one ``output`` event per line of ``lines`` (one stream, in order); returns the last seq.
+        """Buffer one ``output_lines`` event of ``lines`` (one stream, in order); returns its seq.
 
-        The same events as ``append`` of each ``Output``, built straight as JSON: a worker printing
-        a flood of lines must not cost a model object per line. Every line is redacted.
+        The same event as ``append`` of an ``OutputLines``, built straight as JSON: a worker printing
+        a flood of lines must not cost a model object per run. Every line is redacted. No event
+        (and the last seq) when ``lines`` is empty.
         """
         if not lines:
             return self._next_seq - 1
         if self._redact.finds("\n".join(lines)):
             lines = [self._redact(line) for line in lines]
-        now = utcnow()
-        fold = _OutputFold(worker, task_id, stream, now)
+        body = ",".join(map(_dumps, lines))
+        with self._guard:
+            seq, now = self._next_seq, utcnow()
+            pending = self._pending
+            head = self._head(seq, now, worker, task_id, "output_lines")
+            pending.texts.append(f'{head}{{"stream":"{stream}","lines":[{body}]}}}}')
+            pending.types.append("output_lines")
+            pending.folds.append((_OutputFold(worker, task_id, stream, now), seq, len(lines)))
+            self._next_seq = seq + 1
+            self._wake_flusher()
+            return seq
+
+    def _head(self, seq: int, now: datetime, worker: str, task_id: str | None, kind: str) -> str:
+        """An event's JSON up to its ``data`` value, exactly as ``AgentEvent.model_dump_json`` writes it."""
         ids = self._json_ids.get((worker, task_id))
         if ids is None:
             ids = f'{_dumps(self.paths.session_id)},"worker":{_dumps(worker)},"task_id":' + (
                 "null" if task_id is None else _dumps(task_id)
             )
             self._json_ids[(worker, task_id)] = ids
-        head = f',"ts":"{_ts(now)}","session_id":{ids},"type":"output","data":{{"stream":"{stream}","line":'
-        count = len(lines)
-        with self._guard:
-            first = self._next_seq
-            pending = self._pending
-            pending.texts += [
-                f'{{"seq":{seq}{head}{_dumps(line)}}}}}'
-                for seq, line in zip(range(first, first + count), lines, strict=True)
-            ]
-            pending.types += _OUTPUT * count
-            pending.folds.append((fold, first + count - 1, count))
-            self._next_seq = first + count
-            self._wake_flusher()
-            return first + count - 1
+        return f'{{"seq":{seq},"ts":"{_ts(now)}","session_id":{ids},"type":"{kind}","data":'
 
     def _wake_flusher(self) -> None:
         if not self._has_pending.is_set():  # set() takes a lock and notifies: once per batch
@@ -271,8 +275,8 @@ class EventWriter:
                 if isinstance(fold, AgentEvent):
                     apply(state, fold)
                 else:
-                    how, last, count = fold
-                    apply_output(state, how.worker, how.task_id, how.stream, last, how.ts, count)
+                    how, seq, lines = fold
+                    apply_output(state, how.worker, how.task_id, how.stream, seq, how.ts, lines)
             self._recent.add(Page(first, batch.texts, batch.types, ends, batch.built, len(joined)))
             if self.last_seq - self._snapshot_seq >= self._snapshot_every:
                 self.snapshot()
@@ -348,7 +352,6 @@ class EventWriter:
 
 
 _dumps = encode_basestring  # a str as a JSON string (non-ASCII kept), in C
-_OUTPUT = ["output"]
 _PLUS_ONE = (1).__add__  # a line's size with its newline
 
 

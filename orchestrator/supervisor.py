@@ -483,6 +483,6 @@ class Supervisor:
         return self.writer.state.workers.get(job.worker) or AgentState(name=job.worker, agent=job.agent)
 
     def _view(self, job: Job, past: list[RecoveryAction], memory: int | None) -> WorkerView:
-        state = self._state(job).model_copy()
-        state.agent = job.agent
-        return WorkerView.from_state(state, is_writer=job.writable, past=past, memory_bytes=memory)
+        return WorkerView.from_state(
+            self._state(job), agent=job.agent, is_writer=job.writable, past=past, memory_bytes=memory
+        )

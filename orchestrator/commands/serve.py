@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from api.app import begin_shutdown, create_app
 from api.runner import SessionRunner
+from orchestrator import gc_tuning
 from orchestrator.config import Settings
 from orchestrator.errors import EnvironmentProblem
 from orchestrator.log import REDACTOR, configure_logging, get_logger
@@ -133,6 +134,7 @@ def register(app: typer.Typer) -> None:
                                 timeout_graceful_shutdown=GRACEFUL_S, proxy_headers=False)  # fmt: skip
         log.info("serve.listening", url=f"http://{settings.api_host}:{settings.api_port}/")
         server = _Server(config, api)
+        gc_tuning.tune()
         server.run()
         if not server.started:  # the app's startup failed: uvicorn logged why (a taken port exits in uvicorn)
             raise EnvironmentProblem(

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from orchestrator import gc_tuning
 from orchestrator.config import Settings
 from orchestrator.console import describe, follow_session
 from orchestrator.coordinator import ALL_AGENTS, SessionOptions
@@ -94,6 +95,7 @@ def drive(host: Any, paths: SessionPaths, work: Callable[[], Awaitable[Report]],
     """
 
     async def main() -> Report:
+        gc_tuning.tune()
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
@@ -260,6 +262,9 @@ def register(app: typer.Typer) -> None:
             line = describe(event)
             if line is None and event.type == "output":
                 line = f"{event.worker} [{event.data.stream}] {event.data.line}"
+            if line is None and event.type == "output_lines":
+                head = f"{event.worker} [{event.data.stream}] "
+                line = "\n       ".join(head + text for text in event.data.lines)
             if line:
                 typer.echo(f"{event.seq:>6} {line}")
 

@@ -21,6 +21,7 @@ from orchestrator.models.events import (
     Merged,
     Message,
     Output,
+    OutputLines,
     PermissionDenied,
     PlanReady,
     RateLimited,
@@ -38,6 +39,7 @@ from orchestrator.models.events import (
     Usage,
     WorkerExited,
     WorkerStarted,
+    lines_of,
 )
 from orchestrator.models.plan import DirSpec, SubTask, TaskBreakdown
 from orchestrator.models.recovery import RecoveryAction, RecoveryKind
@@ -88,6 +90,7 @@ __all__ = [
     "Message",
     "OrchestratorDecision",
     "Output",
+    "OutputLines",
     "PermissionDenied",
     "PlanReady",
     "RateLimited",
@@ -117,6 +120,7 @@ __all__ = [
     "WorkerStarted",
     "apply",
     "apply_output",
+    "lines_of",
     "replay",
     "utcnow",
     "worker_state",

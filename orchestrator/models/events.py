@@ -7,7 +7,7 @@ events with ``EventDraft`` (no seq or time yet); only the store turns a draft in
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
@@ -63,6 +63,17 @@ class WorkerStarted(Model):
 class Output(Model):
     stream: Literal["stdout", "stderr"]
     line: str
+
+
+class OutputLines(Model):
+    """Consecutive lines of one stream, read together: the same as one ``output`` per line, in order.
+
+    The supervisor stores a worker's output this way (one event per run of lines, not per line);
+    ``output`` is what logs written before carry, and stays readable.
+    """
+
+    stream: Literal["stdout", "stderr"]
+    lines: list[str] = Field(min_length=1)
 
 
 class Message(Model):
@@ -222,6 +233,7 @@ PAYLOADS: dict[str, type[Model]] = {
     "plan_ready": PlanReady,
     "worker_started": WorkerStarted,
     "output": Output,
+    "output_lines": OutputLines,
     "message": Message,
     "tool_call": ToolCall,
     "tool_result": ToolResult,
@@ -255,7 +267,7 @@ EventType = Literal[
     "permission_denied", "rate_limited", "auth_failed", "api_error", "cli_retry", "cli_session",
     "agent_result", "usage", "recovery", "worker_exited", "task_finished", "review_requested",
     "review_received", "decision", "human_decision", "merged", "merge_conflict", "egress_denied", "error",
-    "cli_refused", "egress_opened",
+    "cli_refused", "egress_opened", "output_lines",
 ]  # fmt: skip
 
 EventData = (
@@ -263,8 +275,15 @@ EventData = (
     | WorkerStarted | Output | Message | ToolCall | ToolResult | PermissionDenied | RateLimited | AuthFailed
     | ApiError | CliRetry | CliSession | AgentResult | Usage | Recovery | WorkerExited | TaskFinished
     | ReviewRequested | ReviewReceived | Decision | HumanDecision | Merged | MergeConflict | EgressDenied
-    | Error | CliRefused | EgressOpened
+    | Error | CliRefused | EgressOpened | OutputLines
 )  # fmt: skip
+
+
+def lines_of(data: EventData) -> list[str]:
+    """The output lines a payload carries: those of ``output_lines``, the one of ``output``, else none."""
+    if isinstance(data, OutputLines):
+        return data.lines
+    return [data.line] if isinstance(data, Output) else []
 
 
 def _dispatch(values: Any) -> Any:
@@ -301,8 +320,11 @@ class EventDraft(Model):
 
     @classmethod
     def of(cls, worker: str, data: EventData, task_id: str | None = None) -> EventDraft:
-        """A draft whose type is derived from the payload class."""
-        return cls(worker=worker, task_id=task_id, type=TYPE_OF[type(data)], data=data)
+        """A draft whose type is derived from the payload class (``data`` is a validated payload already)."""
+        kind = TYPE_OF.get(type(data))
+        if kind is None:
+            raise TypeError(f"not an event payload: {type(data).__name__}")
+        return cls.model_construct(worker=worker, task_id=task_id, type=cast(EventType, kind), data=data)
 
 
 class AgentEvent(Model):

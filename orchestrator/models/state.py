@@ -106,6 +106,10 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
     match data:
         case ev.Output():
             apply_output(state, event.worker, event.task_id, data.stream, event.seq, event.ts)
+        case ev.OutputLines():
+            apply_output(
+                state, event.worker, event.task_id, data.stream, event.seq, event.ts, len(data.lines)
+            )
         case (
             ev.Message()
             | ev.ToolCall()
@@ -201,16 +205,16 @@ def apply(state: SessionState, event: ev.AgentEvent) -> SessionState:
 def apply_output(
     state: SessionState, worker: str, task_id: str | None, stream: str, seq: int, ts: datetime, lines: int = 1
 ) -> None:
-    """``apply`` of ``lines`` ``output`` events of one stream recorded at ``ts``, the last with ``seq``.
+    """``apply`` of one event with ``lines`` lines of output of one stream (``output`` or ``output_lines``).
 
-    The store's per-line path folds a flood of output lines without building an event object for
-    each; the result is the same as ``apply`` of each event (a property test holds them equal).
+    The store folds the runs of lines it writes without building an event object for them; the
+    result is the same as ``apply`` of the event (a property test holds them equal).
     """
     state.last_seq = seq
     found = state.workers.get(worker)
     if found is None:
         found = state.workers[worker] = AgentState(name=worker, task_id=task_id)
-    found.events += lines
+    found.events += 1
     found.last_output_at = ts
     found.last_output_seq = seq
     if stream == "stdout":

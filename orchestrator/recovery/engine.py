@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 from orchestrator.agents import get_adapter
@@ -70,9 +71,10 @@ class PermissionRecoveryEngine:
         """The action one output line or event of ``worker`` calls for, or None.
 
         Accepts a normalised payload, an ``AgentEvent``/``EventDraft`` (its payload is used), an
-        ``Output`` payload or a raw ``str`` line; the last two are parsed with the worker's adapter
-        (a ``str`` starting with ``{`` is taken as stdout, anything else as stderr). Garbage yields
-        None, never an exception. The first payload of a line that calls for an action wins.
+        ``Output`` or ``OutputLines`` payload or a raw ``str`` line; the last three are parsed with the
+        worker's adapter, line by line (a ``str`` starting with ``{`` is taken as stdout, anything else
+        as stderr). Garbage yields None, never an exception. The first payload of a line that calls for
+        an action wins, and the lines after it are not read.
         """
         if isinstance(line_or_event, ev.AgentEvent | ev.EventDraft):
             line_or_event = line_or_event.data
@@ -81,6 +83,9 @@ class PermissionRecoveryEngine:
             return self._raw(stream, line_or_event, worker)
         if isinstance(line_or_event, ev.Output):
             return self._raw(line_or_event.stream, line_or_event.line, worker)
+        if isinstance(line_or_event, ev.OutputLines):
+            stream = line_or_event.stream
+            return next(filter(None, (self._raw(stream, text, worker) for text in line_or_event.lines)), None)
         return self._decide(rules.STREAM_RULES, line_or_event, worker, _evidence(line_or_event))
 
     def on_exit(self, worker: WorkerView, exit_info: ExitInfo | ev.WorkerExited) -> RecoveryAction | None:
@@ -154,7 +159,7 @@ class PermissionRecoveryEngine:
     def _decide(
         self, chain: Sequence[rules.Rule[In]], value: In, worker: WorkerView, evidence: str
     ) -> RecoveryAction | None:
-        ctx = rules.Context(worker, self.policy, evidence[:EVIDENCE_CHARS], self._rand(worker))
+        ctx = rules.Context(worker, self.policy, evidence[:EVIDENCE_CHARS], partial(self._rand, worker))
         for guard in rules.GUARDS:
             verdict = guard.fire(value, ctx)
             if verdict is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Generic, Literal, TypeVar
 
 from orchestrator.models import events as ev
@@ -33,12 +34,20 @@ RestartKind = Literal["escalate_permissions", "backoff_restart", "restart", "res
 
 @dataclass(frozen=True)
 class Context:
-    """What every rule may read besides its input."""
+    """What every rule may read besides its input.
+
+    ``rand`` is the jitter of a backoff, in [0, 1): ``draw()`` made once, when a rule asks (most
+    judgements, e.g. of each denied tool call in a flood, never do).
+    """
 
     worker: WorkerView
     policy: RecoveryPolicy
     evidence: str = ""
-    rand: float = 0.0
+    draw: Callable[[], float] = float
+
+    @cached_property
+    def rand(self) -> float:
+        return self.draw()
 
 
 @dataclass(frozen=True)

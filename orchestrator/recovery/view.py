@@ -52,16 +52,21 @@ class WorkerView(Model):
         is_writer: bool,
         past: Iterable[RecoveryAction] = (),
         memory_bytes: int | None = None,
+        agent: AgentName | None = None,
     ) -> WorkerView:
-        """The view of a folded ``AgentState``; ``past`` = the worker's recorded ``RecoveryAction``s."""
-        if state.agent is None:
+        """The view of a folded ``AgentState``; ``past`` = the worker's recorded ``RecoveryAction``s.
+
+        ``agent``, when given, is the worker's CLI (else the state's: known once it started).
+        """
+        agent = agent or state.agent
+        if agent is None:
             raise ValueError(
                 f"worker {state.name!r} has no agent yet (no plan_ready or worker_started event); "
                 "the recovery engine needs to know which CLI it runs"
             )
         return cls(
             name=state.name,
-            agent=state.agent,
+            agent=agent,
             attempt=max(state.attempt, 1),
             rung=state.rung,
             is_writer=is_writer,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.models import lines_of
 from orchestrator.paths import SessionPaths
 from orchestrator.store import EventReader
 
@@ -77,7 +78,7 @@ def _wait_for_worker(env: dict[str, str], timeout_s: float = 120) -> str:
     while time.monotonic() < deadline:
         for session in _sessions(workspace):
             events = list(EventReader(SessionPaths.of(workspace, session)).read())
-            if any(e.type == "output" and e.worker == "codex-t1" for e in events):
+            if any(lines_of(e.data) and e.worker == "codex-t1" for e in events):
                 return session
         time.sleep(0.2)
     raise AssertionError("the Codex worker never printed a line")
@@ -135,7 +136,7 @@ def test_a_second_sigint_exits_at_once_and_resume_reattaches_the_running_worker(
     assert "keep running" in err
     assert _containers(session) != []
     _assert_finished(env, session, _resume(env, session))
-    lines = [e.data.line for e in _events(env, session) if e.type == "output" and e.worker == "codex-t1"]  # type: ignore[attr-defined]
+    lines = [text for e in _events(env, session) if e.worker == "codex-t1" for text in lines_of(e.data)]
     assert len(lines) == len(set(lines)), "a line was stored twice"
 
 
@@ -157,8 +158,8 @@ def test_kill_9_loses_nothing_the_worker_printed(env: dict[str, str]) -> None:
     for event in _events(env, session):
         if event.worker == "codex-t1" and event.type == "worker_started":  # type: ignore[attr-defined]
             attempts += 1
-        elif event.worker == "codex-t1" and event.type == "output" and attempts == 1:  # type: ignore[attr-defined]
-            first_attempt.append(event.data.line)  # type: ignore[attr-defined]
+        elif event.worker == "codex-t1" and attempts == 1:
+            first_attempt += lines_of(event.data)
     assert sorted(first_attempt) == sorted(printed)
     assert len(first_attempt) == len(set(first_attempt))
 

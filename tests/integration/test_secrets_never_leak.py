@@ -26,6 +26,7 @@ from orchestrator.config import Settings
 from orchestrator.credentials import credentials_for, install_login, login_copy_dir
 from orchestrator.egress import SessionEgress, plan_egress
 from orchestrator.log import configure_logging, get_logger
+from orchestrator.models import lines_of
 from orchestrator.models.common import AgentName
 from orchestrator.models.events import Error, Output, SessionCreated, TaskFinished, WorkerStarted
 from orchestrator.paths import SessionPaths, new_session_id
@@ -137,7 +138,7 @@ async def test_canary_key_never_leaks_from_the_worker_launch_path(
     logs = capsys.readouterr().err
     attrs = inspect(container_id)
 
-    lines = [e.data.line for e in events if isinstance(e.data, Output)]
+    lines = [text for e in events for text in lines_of(e.data)]
     assert f"sha256={hashlib.sha256(canary.encode()).hexdigest()}" in lines  # the key did reach the worker
     assert "ANTHROPIC_API_KEY=[REDACTED]" in lines  # read back from /proc/self/environ, masked
     assert any(len(line) > LONG for line in lines)  # the long line was stored, masked
@@ -211,7 +212,7 @@ async def test_two_parallel_codex_workers_each_get_their_own_login_copy(
         writer.flush()
     events = list(EventReader(session.paths).read())
     for worker in ("codex-t1", "codex-t2"):
-        said = [e.data.line for e in events if e.worker == worker and isinstance(e.data, Output)]
+        said = [text for e in events if e.worker == worker for text in lines_of(e.data)]
         assert f"owner={uid}:600" in said
         assert "lines=1" in said  # its own mark only: the other worker wrote elsewhere
         copy = login_copy_dir(session.paths, worker, credentials) / "auth.json"

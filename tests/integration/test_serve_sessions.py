@@ -237,7 +237,7 @@ async def test_sigterm_interrupts_the_session_resumably_and_exits_0(place: Place
         session_id = await start_demo(http, place)
         await wait_for_event(place, session_id, "worker_started", worker_prefix="codex-t2")
         reader = asyncio.create_task(follow(http, session_id))
-        await wait_for_event(place, session_id, "output", worker_prefix="codex-t2")
+        await wait_for_event(place, session_id, "output_lines", worker_prefix="codex-t2")
         served.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         exit_code = await asyncio.to_thread(served.proc.wait, EXIT_WITHIN_S)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.models import lines_of
 from orchestrator.paths import SessionPaths
 from orchestrator.store import EventReader
 
@@ -48,7 +49,7 @@ def test_an_engine_restart_mid_session_fails_clearly_and_resume_finishes(
     while not session and time.monotonic() < deadline:
         for folder in workspace.glob("*/events.jsonl"):
             events = list(EventReader(SessionPaths.of(workspace, folder.parent.name)).read())
-            if any(e.type == "output" and e.worker == "codex-t1" for e in events):
+            if any(lines_of(e.data) and e.worker == "codex-t1" for e in events):
                 session = folder.parent.name
         time.sleep(0.2)
     assert session, "the worker never started"
