@@ -4,7 +4,8 @@ No Docker: the stages run on lines made here (about 110 B each), one core, in th
 prints microseconds per line for the raw attach reader's own work (split 64 KiB chunks), the
 runtime's lines (``ChunkLines``), the Codex adapter on a plain line (one ``parse_line`` each, and
 ``parse_lines`` on batches of 256), storing (``append_output`` with group commit and the state fold)
-and the SSE messages of stored lines (``Recent.sse``, a run at once, as the fan-out writes them).
+and the SSE messages of stored events (``Recent.sse``, a run at once, as the fan-out writes them),
+per line they hold.
 Where B2's time goes.
 """
 
@@ -82,10 +83,10 @@ def main(lines: int) -> None:
             lambda: [parser.parse_lines("stdout", batch) for batch in batches],
         )
         timed("store: append_output + group commit + fold", lines, store)
-        kept = writer.recent(max(writer.last_seq - 10_000, 0))
+        kept = writer.recent(max(writer.last_seq - 100, 0))
         if kept is None:
-            raise RuntimeError("the writer no longer holds its last 10,000 events")
-        timed("SSE: the messages of stored lines, a run at once", len(kept) or 1, kept.sse)
+            raise RuntimeError("the writer no longer holds its last 100 events")
+        timed("SSE: the messages of stored lines, a run at once", len(kept) * BATCH or 1, kept.sse)
 
 
 if __name__ == "__main__":

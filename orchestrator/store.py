@@ -28,6 +28,8 @@ from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Literal, Self
 
+import orjson
+
 from orchestrator.errors import SessionLocked, SessionNotFound, StoreError, StoreFull
 from orchestrator.log import REDACTOR, Redactor, get_logger
 from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, apply_output, utcnow
@@ -212,12 +214,12 @@ class EventWriter:
             return self._next_seq - 1
         if self._redact.finds("\n".join(lines)):
             lines = [self._redact(line) for line in lines]
-        body = ",".join(map(_dumps, lines))
+        body = _json_list(lines)
         with self._guard:
             seq, now = self._next_seq, utcnow()
             pending = self._pending
             head = self._head(seq, now, worker, task_id, "output_lines")
-            pending.texts.append(f'{head}{{"stream":"{stream}","lines":[{body}]}}}}')
+            pending.texts.append(f'{head}{{"stream":"{stream}","lines":{body}}}}}')
             pending.types.append("output_lines")
             pending.folds.append((_OutputFold(worker, task_id, stream, now), seq, len(lines)))
             self._next_seq = seq + 1
@@ -352,6 +354,16 @@ class EventWriter:
 
 
 _dumps = encode_basestring  # a str as a JSON string (non-ASCII kept), in C
+
+
+def _json_list(texts: list[str]) -> str:
+    """``texts`` as a JSON array, as the models write it (non-ASCII kept); orjson, ~20x the json module."""
+    try:
+        return orjson.dumps(texts).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate, which orjson refuses: the json module keeps it
+        return "[" + ",".join(map(_dumps, texts)) + "]"
+
+
 _PLUS_ONE = (1).__add__  # a line's size with its newline
 
 
