@@ -64,6 +64,13 @@ class Redactor:
         """
         return self._heads.found_in(text) and self._pattern.search(text) is not None
 
+    def finds_utf8(self, data: bytes) -> bool:
+        """``finds`` of the text whose UTF-8 is ``data`` (a batch about to be written)."""
+        return (
+            self._heads.found_in_utf8(data)
+            and self._pattern.search(data.decode("utf-8", "surrogatepass")) is not None
+        )
+
     def value(self, obj: Any) -> Any:
         """Redact every string inside a JSON-like value."""
         if isinstance(obj, str):

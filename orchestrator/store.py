@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from json.encoder import encode_basestring
-from typing import Literal, Self
+from typing import Literal, Self, cast
 
 import orjson
 
 from orchestrator.errors import SessionLocked, SessionNotFound, StoreError, StoreFull
 from orchestrator.log import REDACTOR, Redactor, get_logger
 from orchestrator.models import AgentEvent, EventDraft, SessionState, apply, apply_output, utcnow
+from orchestrator.models.events import EventData, EventType, type_of
 from orchestrator.paths import SessionPaths
 from orchestrator.recent_events import Page, Recent, RecentEvents, Stored
 from orchestrator.store_reader import (
@@ -52,7 +53,7 @@ __all__ = [
 log = get_logger(__name__)
 _CHUNK = 1 << 20  # bytes read at a time when looking for the last newline
 RECENT_EVENTS = 16384  # durable events a writer keeps for its in-process followers ...
-RECENT_BYTES = 4 << 20  # ... and about as many characters of their JSON at most
+RECENT_BYTES = 16 << 20  # ... and about as many characters of their JSON at most (a flood's 1/4 s)
 
 
 @dataclass(slots=True)
@@ -179,16 +180,16 @@ class EventWriter:
 
     def append(self, draft: EventDraft) -> AgentEvent:
         """Buffer an event (redacted, with the next seq). Durable and visible after ``flush``."""
+        return self._add(draft.worker, draft.task_id, draft.type, draft.data)
+
+    def _add(self, worker: str, task_id: str | None, kind: EventType, data: EventData) -> AgentEvent:
         with self._guard:
             seq, now = self._next_seq, utcnow()
             event = AgentEvent.model_construct(
-                seq=seq, ts=now, session_id=self.paths.session_id, worker=draft.worker,
-                task_id=draft.task_id, type=draft.type, data=draft.data,
+                seq=seq, ts=now, session_id=self.paths.session_id, worker=worker, task_id=task_id,
+                type=kind, data=data,
             )  # fmt: skip
-            line = (
-                self._head(seq, now, draft.worker, draft.task_id, draft.type)
-                + f"{draft.data.model_dump_json()}}}"
-            )
+            line = self._head(seq, now, worker, task_id, kind) + f"{data.model_dump_json()}}}"
             clean = self._redact(line) if self._redact.finds(line) else line
             if clean != line:
                 event = AgentEvent.model_validate_json(clean)
@@ -207,13 +208,12 @@ class EventWriter:
         """Buffer one ``output_lines`` event of ``lines`` (one stream, in order); returns its seq.
 
         The same event as ``append`` of an ``OutputLines``, built straight as JSON: a worker printing
-        a flood of lines must not cost a model object per run. Every line is redacted. No event
-        (and the last seq) when ``lines`` is empty.
+        a flood of lines must not cost a model object per run. Every line is redacted, when its batch
+        is flushed (one search of the batch for anything to redact, before any reader sees it). No
+        event (and the last seq) when ``lines`` is empty.
         """
         if not lines:
             return self._next_seq - 1
-        if self._redact.finds("\n".join(lines)):
-            lines = [self._redact(line) for line in lines]
         body = _json_list(lines)
         with self._guard:
             seq, now = self._next_seq, utcnow()
@@ -225,6 +225,19 @@ class EventWriter:
             self._next_seq = seq + 1
             self._wake_flusher()
             return seq
+
+    def _redact_output(self, batch: _Batch) -> str:
+        """Redact the lines of the batch's ``output_lines`` events that hold a secret; the batch joined.
+
+        (``append`` redacted its events already.) A rare path: the lines are read back from the JSON.
+        """
+        redact, texts = self._redact, batch.texts
+        for index, kind in enumerate(batch.types):
+            if kind == "output_lines" and index not in batch.built and redact.finds(texts[index]):
+                body = orjson.loads(texts[index])
+                body["data"]["lines"] = [redact(line) for line in body["data"]["lines"]]
+                texts[index] = orjson.dumps(body).decode()
+        return "\n".join(texts) + "\n"
 
     def _head(self, seq: int, now: datetime, worker: str, task_id: str | None, kind: str) -> str:
         """An event's JSON up to its ``data`` value, exactly as ``AgentEvent.model_dump_json`` writes it."""
@@ -241,8 +254,9 @@ class EventWriter:
             self._has_pending.set()
 
     def emit(self, worker: str, data: object, task_id: str | None = None) -> AgentEvent:
-        """Shorthand: ``append(EventDraft.of(worker, data, task_id))``."""
-        return self.append(EventDraft.of(worker, data, task_id))  # type: ignore[arg-type]
+        """``append(EventDraft.of(worker, data, task_id))``, without the draft (``TypeError`` if
+        ``data`` is not an event payload)."""
+        return self._add(worker, task_id, type_of(data), cast(EventData, data))
 
     @property
     def pending(self) -> int:
@@ -259,6 +273,9 @@ class EventWriter:
                 return self.last_seq
             joined = "\n".join(batch.texts) + "\n"
             data = joined.encode()
+            if self._redact.finds_utf8(data):
+                joined = self._redact_output(batch)
+                data = joined.encode()
             start = self._offset
             try:
                 self._write(data)

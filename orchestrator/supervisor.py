@@ -493,7 +493,7 @@ class Supervisor:
             await self.runtime.stop(container, grace)
 
     def _emit(self, job: Job, payload: EventData) -> AgentEvent:
-        return self.writer.append(ev.EventDraft.of(job.worker, payload, job.task_id))
+        return self.writer.emit(job.worker, payload, job.task_id)
 
     def _state(self, job: Job) -> AgentState:
         return self.writer.state.workers.get(job.worker) or AgentState(name=job.worker, agent=job.agent)

@@ -279,6 +279,14 @@ EventData = (
 )  # fmt: skip
 
 
+def type_of(data: object) -> EventType:
+    """The event type of a payload; ``TypeError`` for anything that is not one."""
+    kind = TYPE_OF.get(type(data)) if isinstance(data, Model) else None
+    if kind is None:
+        raise TypeError(f"not an event payload: {type(data).__name__}")
+    return cast(EventType, kind)
+
+
 def lines_of(data: EventData) -> list[str]:
     """The output lines a payload carries: those of ``output_lines``, the one of ``output``, else none."""
     if isinstance(data, OutputLines):
@@ -321,10 +329,7 @@ class EventDraft(Model):
     @classmethod
     def of(cls, worker: str, data: EventData, task_id: str | None = None) -> EventDraft:
         """A draft whose type is derived from the payload class (``data`` is a validated payload already)."""
-        kind = TYPE_OF.get(type(data))
-        if kind is None:
-            raise TypeError(f"not an event payload: {type(data).__name__}")
-        return cls.model_construct(worker=worker, task_id=task_id, type=cast(EventType, kind), data=data)
+        return cls.model_construct(worker=worker, task_id=task_id, type=type_of(data), data=data)
 
 
 class AgentEvent(Model):

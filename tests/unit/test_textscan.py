@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.textscan import LOWER_TO_ASCII, Needles
+from orchestrator.textscan import LOWER_TO_ASCII, SHORT, Needles
 
 NEEDLES = ("error: ", "codex_core::", "invalid api key", "sk-", "\x1b")
 
@@ -31,15 +31,22 @@ def test_the_characters_that_lower_to_ascii_letters_are_all_listed() -> None:
     ),
     pieces=st.lists(st.sampled_from(NEEDLES), max_size=3),
     cases=st.sampled_from([str.lower, str.upper, str.title, str.swapcase]),
+    pad=st.sampled_from(["", "y" * SHORT]),
 )
 def test_never_misses_what_a_lowered_search_finds(
-    text: str, pieces: list[str], cases: Callable[[str], str]
+    text: str, pieces: list[str], cases: Callable[[str], str], pad: str
 ) -> None:
-    """Any text (non-ASCII, the two odd characters) with needles in any case."""
-    haystack = text + "".join(cases(p) for p in pieces) + text
+    """Any text (non-ASCII, the two odd characters) with needles in any case, short or long (the
+    automaton), found in each line that holds one."""
+    haystack = pad + text + "".join(cases(p) for p in pieces) + text
+    scan = Needles(NEEDLES)
     expected = any(n.lower() in haystack.lower() for n in NEEDLES)
-    if expected:
-        assert Needles(NEEDLES).found_in(haystack)
+    assert scan.found_in(haystack) or not expected
+    data = Needles.lowered(haystack)
+    hit_lines = {data.count(b"\n", 0, at) for at in scan.starts(data)}
+    for number, line in enumerate(haystack.split("\n")):
+        if any(n.lower() in line.lower() for n in NEEDLES):
+            assert number in hit_lines
 
 
 def test_starts_are_byte_offsets_of_each_hit() -> None:
