@@ -174,7 +174,7 @@ async def run_ours(lab: Lab, runtime: TimedRuntime, job: Job, lines: int) -> dic
         raise RuntimeError(f"the SSE reader got {reader['types']} with {reader['gaps']} gaps")
     # the runtime stamps ``start_s`` with perf_counter, the reader with monotonic: one clock on Linux
     return {"durable_s": durable_at - started, "sse_s": reader["last_at"]["output_lines"] - started,
-            "checked": checked, "reader": {k: reader[k] for k in ("count", "first_id", "last_id", "gaps")}}  # fmt: skip
+            "checked": checked, "reader": {k: reader[k] for k in ("count", "first_id", "last_id", "gaps", "process_cpu_s")}}  # fmt: skip
 
 
 def _output_seqs(path: Path, worker: str) -> list[int]:
