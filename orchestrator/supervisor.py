@@ -318,12 +318,11 @@ class Supervisor:
         self, job: Job, run: _Run, past: list[RecoveryAction], memory: int | None,
         committed: Awaitable[int] | None = None,
     ) -> None:  # fmt: skip
-        """Store every line as an ``output`` event and act on what the adapter makes of it.
+        """Store every line (``output_lines`` events) and act on what the adapter makes of it.
 
         Lines come in the batches the runtime read them in. Each run of lines of one stream is parsed
-        at once (``parse_lines``) and stored with one ``append_output``, cut after each line the
-        adapter turns into payloads, so that a line's ``output`` event always comes before the events
-        made from it.
+        at once (``parse_lines``) and stored as one event, then the payloads made of its lines follow
+        in order: a line is always stored before the events made from it.
         """
         async for read in self.runtime.stream_batches(run.container_id):
             if committed is not None:
@@ -332,13 +331,11 @@ class Supervisor:
             batch = self._skip(run, read) if run.skip else read
             run.lines += len(batch)
             for stream, texts in _runs(batch):
-                start = 0
-                for index, payloads in run.parser.parse_lines(stream, texts):
-                    self.writer.append_output(job.worker, job.task_id, stream, texts[start : index + 1])
-                    start = index + 1
+                made = run.parser.parse_lines(stream, texts)
+                self.writer.append_output(job.worker, job.task_id, stream, texts)
+                for _, payloads in made:
                     for payload in payloads:
                         await self._payload(job, run, payload, past, memory)
-                self.writer.append_output(job.worker, job.task_id, stream, texts[start:])
 
     @staticmethod
     def _skip(run: _Run, batch: list[LogLine]) -> list[LogLine]:

@@ -140,18 +140,26 @@ class Demuxer:
         buffer += data
         pieces: list[tuple[StreamName, bytes]] = []
         size, position = len(buffer), 0
-        while size - position >= _HEADER:
-            kind, length = _FRAME_HEADER.unpack_from(buffer, position)
-            end = position + _HEADER + length
-            if end > size:
-                break
-            stream: StreamName = "stderr" if kind == 2 else "stdout"
-            payload = bytes(buffer[position + _HEADER : end])
-            if pieces and pieces[-1][0] == stream:
-                pieces[-1] = (stream, pieces[-1][1] + payload)
-            else:
-                pieces.append((stream, payload))
-            position = end
+        with memoryview(buffer) as view:
+            parts: list[memoryview] = []  # the payloads of the current run of one stream, joined once
+            current: StreamName = "stdout"
+            while size - position >= _HEADER:
+                kind, length = _FRAME_HEADER.unpack_from(buffer, position)
+                end = position + _HEADER + length
+                if end > size:
+                    break
+                stream: StreamName = "stderr" if kind == 2 else "stdout"
+                if stream != current and parts:
+                    pieces.append((current, b"".join(parts)))
+                    parts.clear()
+                current = stream
+                parts.append(view[position + _HEADER : end])
+                position = end
+            if parts:
+                pieces.append((current, b"".join(parts)))
+            for part in parts:
+                part.release()
+            parts.clear()
         del buffer[:position]
         return pieces
 
@@ -178,22 +186,23 @@ class ChunkLines:
         if last < 0:
             self._rest += data
             return self._overflow(time_ns) if len(self._rest) > self.max_line else []
-        if self._rest:
-            self._rest += data[:last]
-            complete = bytes(self._rest)
-            self._rest.clear()
-        else:
-            complete = data[:last]
-        self._rest += data[last + 1 :]
-        stream = self.stream
-        if len(complete) <= self.max_line:  # no line can be too long: decode the chunk at once
-            lines = _log_lines(stream, complete.decode("utf-8", "replace").split("\n"), time_ns)
-        else:
-            lines = [
-                LogLine(stream, piece.decode("utf-8", "replace"), time_ns)
-                for raw in complete.split(b"\n")
-                for piece in self._pieces(raw)
-            ]
+        with memoryview(data) as view:  # slices without copies: the bytes are copied once, decoded once
+            complete: bytes | memoryview = view[:last]
+            if self._rest:
+                complete = b"".join((self._rest, complete))
+                self._rest.clear()
+            self._rest += view[last + 1 :]
+            stream = self.stream
+            if len(complete) <= self.max_line:  # no line can be too long: decode the chunk at once
+                lines = _log_lines(stream, str(complete, "utf-8", "replace").split("\n"), time_ns)
+            else:
+                lines = [
+                    LogLine(stream, piece.decode("utf-8", "replace"), time_ns)
+                    for raw in bytes(complete).split(b"\n")
+                    for piece in self._pieces(raw)
+                ]
+            if isinstance(complete, memoryview):
+                complete.release()
         if len(self._rest) > self.max_line:
             lines += self._overflow(time_ns)
         return lines
