@@ -1,7 +1,7 @@
 """B1 launch overhead: a launch request -> the worker's first output line durable in the store.
 
 Ours: ``Supervisor.run(job)`` (adapter command, sandbox spec via the ``Launcher``, ``DockerRuntime.start``,
-``worker_started`` committed, ``stream``, the line stored as an ``output`` event and fsynced by the
+``worker_started`` committed, ``stream``, the line stored (an ``output_lines`` event) and fsynced by the
 group-commit flusher); the clock stops in the writer's listener once the line is durable.
 Raw: docker-py ``containers.create`` + ``attach`` + ``start`` -> first line received, with the very
 same create arguments (``create_kwargs`` of the same hardened spec: mounts, tmpfs, limits, user), so

@@ -79,3 +79,22 @@ def test_config_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["config", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "`ORCH_WORKSPACE`" in out and "`ORCH_CLAUDE__BASE_URL`" in out
+
+
+def test_logs_prints_each_output_line_of_old_and_new_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``orchestrate logs``: an ``output_lines`` event prints one line per output line, as ``output`` did."""
+    from orchestrator.models import Output, OutputLines
+    from orchestrator.paths import SessionPaths
+    from orchestrator.store import EventWriter
+
+    with EventWriter.open(SessionPaths.of(tmp_path / "ws", "logs0001")) as writer:
+        writer.emit("codex-t1", Output(stream="stdout", line="old style"), "t1")
+        writer.emit("codex-t1", OutputLines(stream="stderr", lines=["first", "second"]), "t1")
+    assert _run(["logs", "logs0001"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "     1 codex-t1 [stdout] old style",
+        "     2 codex-t1 [stderr] first",
+        "       codex-t1 [stderr] second",
+    ]

@@ -380,6 +380,16 @@ def test_a_non_json_line_is_read_as_stderr_and_an_output_payload_keeps_its_strea
     ]
 
 
+def test_output_lines_are_read_in_order_until_one_calls_for_an_action() -> None:
+    """An ``OutputLines`` payload: each line through the parser; after the first action, no more."""
+    denied = "ERROR: patch rejected"
+    parser = FakeParser({denied: [DENIED]})
+    payload = ev.OutputLines(stream="stderr", lines=["ok", denied, "never read"])
+    action = fake_engine(parser).monitor_stream(payload, view())
+    assert action is not None and action.evidence == denied
+    assert parser.seen == [("stderr", "ok"), ("stderr", denied)]
+
+
 @pytest.mark.parametrize("garbage", ["", "boom", "{", "\x00\xff", "{" * 10_000, '{"type": 1}', "ü" * 100_000])
 def test_garbage_lines_never_raise(garbage: str) -> None:
     """Unparseable lines, and a parser that raises on them, give None."""
