@@ -41,7 +41,15 @@ async def test_a_fresh_runtime_finds_the_container_and_continues_its_stream(sand
     async with DockerRuntime() as fresh:
         found = await fresh.find({SESSION_LABEL: sandbox.session_id, WORKER_LABEL: "probe-t1"})
         assert [(container_id, True)] == [(info.id, info.running) for info in found]
-        rest = [line async for line in fresh.stream(container_id, since_ns=first[-1].time_ns)]
+        # the cursor comes from the stored log: the live attach's times are receipt times (protocol)
+        head: list[LogLine] = []
+        async with contextlib.aclosing(fresh.stream(container_id)) as lines:
+            async for line in lines:
+                head.append(line)
+                if len(head) == len(first):
+                    break
+        assert [line.text for line in head] == [line.text for line in first]
+        rest = [line async for line in fresh.stream(container_id, since_ns=head[-1].time_ns)]
         exit_info = await fresh.wait(container_id, timeout_s=30)
     assert [f"line{i}" for i in range(1, 41)] == [line.text for line in first + rest]
     assert (exit_info.exit_code, exit_info.reason) == (0, "finished")
