@@ -160,9 +160,10 @@ async def follow(
     session_id: str,
     last_event_id: int | None = None,
     until: Callable[[SseMessage], bool] = finished,
+    first: asyncio.Event | None = None,
 ) -> list[SseMessage]:
     """Every message of the stream (pings left out) up to and including the first ``until`` accepts,
-    or until the stream ends."""
+    or until the stream ends; ``first`` is set once one has come."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     got: list[SseMessage] = []
     timeout = httpx.Timeout(10, read=SESSION_WITHIN_S)
@@ -173,6 +174,8 @@ async def follow(
             if message.event == "ping":
                 continue
             got.append(message)
+            if first is not None:
+                first.set()
             if until(message):
                 break
     return got
@@ -235,9 +238,11 @@ async def test_sigterm_interrupts_the_session_resumably_and_exits_0(place: Place
     tasks and, with nothing running, also exits 0 on SIGTERM."""
     async with serving(place, "first") as served, httpx.AsyncClient(base_url=served.url, timeout=30) as http:
         session_id = await start_demo(http, place)
-        await wait_for_event(place, session_id, "worker_started", worker_prefix="codex-t2")
-        reader = asyncio.create_task(follow(http, session_id))
+        started = await wait_for_event(place, session_id, "worker_started", worker_prefix="codex-t2")
+        streaming = asyncio.Event()
+        reader = asyncio.create_task(follow(http, session_id, last_event_id=started, first=streaming))
         await wait_for_event(place, session_id, "output_lines", worker_prefix="codex-t2")
+        await asyncio.wait_for(streaming.wait(), 30)  # the stream is open and has sent something
         served.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         exit_code = await asyncio.to_thread(served.proc.wait, EXIT_WITHIN_S)
