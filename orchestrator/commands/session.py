@@ -25,7 +25,7 @@ from orchestrator.coordinator import ALL_AGENTS, SessionOptions
 from orchestrator.decisions import submit_decision
 from orchestrator.errors import SessionNotFound, UsageError
 from orchestrator.log import configure_logging
-from orchestrator.models import AgentName
+from orchestrator.models import AgentName, lines_of
 from orchestrator.paths import SessionPaths, new_session_id
 from orchestrator.report import Report, build_report, render_markdown
 from orchestrator.sessions import check_credentials
@@ -260,11 +260,9 @@ def register(app: typer.Typer) -> None:
                 typer.echo(event.model_dump_json())
                 return
             line = describe(event)
-            if line is None and event.type == "output":
-                line = f"{event.worker} [{event.data.stream}] {event.data.line}"
-            if line is None and event.type == "output_lines":
+            if line is None and (texts := lines_of(event.data)):
                 head = f"{event.worker} [{event.data.stream}] "
-                line = "\n       ".join(head + text for text in event.data.lines)
+                line = "\n       ".join(head + text for text in texts)
             if line:
                 typer.echo(f"{event.seq:>6} {line}")
 

@@ -81,11 +81,9 @@ class PermissionRecoveryEngine:
         if isinstance(line_or_event, str):
             stream: Stream = "stdout" if line_or_event.lstrip().startswith("{") else "stderr"
             return self._raw(stream, line_or_event, worker)
-        if isinstance(line_or_event, ev.Output):
-            return self._raw(line_or_event.stream, line_or_event.line, worker)
-        if isinstance(line_or_event, ev.OutputLines):
-            stream = line_or_event.stream
-            return next(filter(None, (self._raw(stream, text, worker) for text in line_or_event.lines)), None)
+        if isinstance(line_or_event, ev.Output | ev.OutputLines):
+            stream, texts = line_or_event.stream, ev.lines_of(line_or_event)
+            return next(filter(None, (self._raw(stream, text, worker) for text in texts)), None)
         return self._decide(rules.STREAM_RULES, line_or_event, worker, _evidence(line_or_event))
 
     def on_exit(self, worker: WorkerView, exit_info: ExitInfo | ev.WorkerExited) -> RecoveryAction | None:
