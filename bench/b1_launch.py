@@ -27,7 +27,7 @@ from bench.report import Figure, Target
 from bench.stats import Dist
 from orchestrator.agents import get_adapter
 from orchestrator.runtime.docker import DockerRuntime, create_kwargs
-from orchestrator.runtime.spec import ContainerSpec, LogLine
+from orchestrator.runtime.spec import ContainerSpec, LineRun
 from orchestrator.supervisor import Job
 
 SCRIPT = ("sh", "-c", f"echo READY; sleep 1; echo '{TURN_COMPLETED}'")
@@ -59,10 +59,10 @@ class TimedRuntime(DockerRuntime):
         self.start_s[container] = (begun, time.perf_counter())
         return container
 
-    async def stream_batches(
+    async def stream_runs(
         self, container_id: str, since_ns: int | None = None
-    ) -> AsyncGenerator[list[LogLine], None]:
-        async for batch in super().stream_batches(container_id, since_ns):
+    ) -> AsyncGenerator[list[LineRun], None]:
+        async for batch in super().stream_runs(container_id, since_ns):
             self.first_line.setdefault(container_id, time.perf_counter())
             yield batch
 

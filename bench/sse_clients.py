@@ -1,6 +1,8 @@
 """SSE readers in their own process: ``python -m bench.sse_clients URL N`` (the dashboards).
 
-Opens ``N`` streams of ``URL`` at once with httpx, prints ``READY`` once every response has started,
+Opens ``N`` streams of ``URL`` at once (HTTP/1.1 on a plain asyncio connection, the chunked body
+decoded here: a client library's per-chunk work would be measured with the server), prints ``READY``
+once every response has started,
 reads each stream to its end (the server ends it after ``session_finished``, or at an ``event: end``)
 and prints one JSON line: per stream the count of events, the first and last id, whether the ids
 were gap-free, the events per type, and the latencies (ms) of events whose line carries
@@ -19,11 +21,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 STAMP = re.compile(rb"\bt=(\d+\.\d+)")  # in a data line
+STAMP_WITHIN = 1024  # bytes of a data line a stamp is looked for in (B3's events are small)
+RECV = 256 * 1024
 END_TYPES = (b"session_finished", b"end")
 PER_PROCESS = 25  # readers per process: one process parsing 100 streams would measure itself
 
@@ -54,7 +58,7 @@ class Reader:
         for line in text.split(b"\n"):
             if line.startswith(b"data:"):
                 data += 1
-                if b"t=" in line and (found := STAMP.search(line)) is not None:
+                if line.find(b"t=", 0, STAMP_WITHIN) >= 0 and (found := STAMP.search(line, 0, STAMP_WITHIN)):
                     self.latencies_ms.append((now - float(found.group(1))) * 1000)
             elif line.startswith(b"event:"):
                 kind = _value(line, 6)
@@ -92,43 +96,90 @@ class Reader:
                 "types": dict(self.types), "latencies_ms": self.latencies_ms, "last_at": self.last_at}  # fmt: skip
 
 
-async def read(client: httpx.AsyncClient, url: str, reader: Reader, started: asyncio.Event) -> None:
+class ChunkedBody:
+    """HTTP/1.1's chunked transfer coding -> the body's bytes, from pieces cut anywhere.
+
+    ``done`` once the last (empty) chunk came; a size that is not hexadecimal raises ``ValueError``.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._left = 0  # bytes of the current chunk's data still to come
+        self._crlf = 0  # bytes of the CRLF after a chunk's data still to skip
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        pending, out = self._pending + data if self._pending else data, []
+        at, size = 0, len(pending)
+        while at < size and not self.done:
+            if self._left:
+                end = min(at + self._left, size)
+                out.append(pending[at:end])
+                self._left -= end - at
+                at = end
+                self._crlf = 0 if self._left else 2
+            elif self._crlf:
+                skip = min(self._crlf, size - at)
+                self._crlf -= skip
+                at += skip
+            else:
+                line_end = pending.find(b"\r\n", at)
+                if line_end < 0:
+                    break
+                self._left = int(pending[at:line_end].split(b";", 1)[0], 16)
+                self.done = self._left == 0
+                at = line_end + 2
+        self._pending = pending[at:]
+        return b"".join(out)
+
+
+async def read(url: str, reader: Reader, started: asyncio.Event) -> None:
     """Read one stream to its end; messages are split on the blank line, in bytes (no text decoding)."""
-    async with client.stream("GET", url, headers={"accept": "text/event-stream"}) as response:
-        if response.status_code != 200:
-            raise RuntimeError(
-                f"GET {url} answered {response.status_code}: {(await response.aread())[:300]!r}"
-            )
+    parts = urlsplit(url)
+    target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    stream, writer = await asyncio.wait_for(
+        asyncio.open_connection(parts.hostname, parts.port or 80, limit=RECV), 30.0
+    )
+    try:
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        head = await stream.readuntil(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(status) < 2 or status[1] != b"200":
+            raise RuntimeError(f"GET {url} answered {head[:300]!r} {(await stream.read(300))!r}")
         started.set()
+        body = ChunkedBody() if b"transfer-encoding: chunked" in head.lower() else None
         buffer = b""
-        async for chunk in response.aiter_raw():
+        while chunk := await stream.read(RECV):
             now = time.monotonic()
-            buffer += chunk
+            buffer += body.feed(chunk) if body is not None else chunk
             cut = max(buffer.rfind(b"\n\n"), buffer.rfind(b"\n\r\n"))  # the end of the last whole message
             if cut < 0:
                 continue
             whole, buffer = buffer[: cut + 1], buffer[cut + 1 :]
-            if reader.take(whole, now):
+            if reader.take(whole, now) or (body is not None and body.done):
                 return
+    finally:
+        writer.close()
 
 
 async def main(url: str, n: int) -> list[dict[str, Any]]:
     readers = [Reader() for _ in range(n)]
     started = [asyncio.Event() for _ in range(n)]
-    limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0, connect=30.0), limits=limits) as client:
-        tasks = [asyncio.create_task(read(client, url, r, s)) for r, s in zip(readers, started, strict=True)]
-        waiting: asyncio.Future[Any] = asyncio.gather(*(s.wait() for s in started))
-        pending: set[asyncio.Future[Any]] = {waiting, *tasks}
-        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        if waiting not in done:
-            waiting.cancel()
-            for task in done:
-                task.result()  # a stream failed before every reader started: say why
-        print("READY", flush=True)
-        begun = time.process_time()
-        await asyncio.gather(*tasks)
-        cpu_s = time.process_time() - begun  # what reading cost this process (it shares the machine)
+    tasks = [asyncio.create_task(read(url, r, s)) for r, s in zip(readers, started, strict=True)]
+    waiting: asyncio.Future[Any] = asyncio.gather(*(s.wait() for s in started))
+    pending: set[asyncio.Future[Any]] = {waiting, *tasks}
+    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    if waiting not in done:
+        waiting.cancel()
+        for task in done:
+            task.result()  # a stream failed before every reader started: say why
+    print("READY", flush=True)
+    begun = time.process_time()
+    await asyncio.gather(*tasks)
+    cpu_s = time.process_time() - begun  # what reading cost this process (it shares the machine)
     return [{**r.summary(), "process_cpu_s": round(cpu_s, 3)} for r in readers]
 
 

@@ -2,7 +2,7 @@
 
 No Docker: the stages run on lines made here (about 110 B each), one core, in this process. It
 prints microseconds per line for the raw attach reader's own work (split 64 KiB chunks), the
-runtime's lines (``ChunkLines``), the Codex adapter on a plain line (one ``parse_line`` each, and
+runtime's runs of lines (``AttachLines``), the Codex adapter on a plain line (one ``parse_line`` each, and
 ``parse_lines`` on batches of 256), storing (``append_output`` with group commit and the state fold)
 and the SSE messages of stored events (``Recent.sse``, a run at once, as the fan-out writes them),
 per line they hold.
@@ -11,6 +11,7 @@ Where B2's time goes.
 
 from __future__ import annotations
 
+import struct
 import sys
 import tempfile
 import time
@@ -19,8 +20,8 @@ from pathlib import Path
 
 from orchestrator.agents import get_adapter
 from orchestrator.paths import SessionPaths
-from orchestrator.runtime.lines import ChunkLines
-from orchestrator.runtime.spec import LogLine
+from orchestrator.runtime.lines import AttachLines
+from orchestrator.runtime.spec import LineRun
 from orchestrator.store import EventWriter
 
 CHUNK = 64 * 1024
@@ -47,11 +48,12 @@ def main(lines: int) -> None:
             count += len(done)
         return count
 
-    made: list[LogLine] = []
+    framed = [struct.pack(">B3xL", 1, len(chunk)) + chunk for chunk in chunks]  # attach's stdout frames
+    made: list[LineRun] = []
 
     def runtime_lines() -> None:
-        assembler = ChunkLines("stdout")
-        for chunk in chunks:
+        assembler = AttachLines()
+        for chunk in framed:
             made.extend(assembler.feed(chunk, time.time_ns()))
 
     parser = get_adapter("codex").parser()
@@ -63,15 +65,13 @@ def main(lines: int) -> None:
 
         def store() -> None:
             for start in range(0, lines, BATCH):
-                writer.append_output(
-                    "codex-t1", "t1", "stdout", [line.text for line in made[start : start + BATCH]]
-                )
+                writer.append_output("codex-t1", "t1", "stdout", texts[start : start + BATCH])
                 if start % (BATCH * 8) == 0:
                     writer.flush()
             writer.flush()
 
         timed("raw attach reader: split 64 KiB chunks", lines, raw_split)
-        timed("runtime: bytes -> LogLine", lines, runtime_lines)
+        timed("runtime: attach frames -> runs of lines", lines, runtime_lines)
         timed(
             "adapter: Codex parse_line, plain line",
             lines,

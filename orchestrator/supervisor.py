@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,12 +32,10 @@ from orchestrator.models.events import ExitReason
 from orchestrator.recovery import ExitInfo as RecoveryExit
 from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
 from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
-from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LogLine, StreamName
+from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LineRun
 from orchestrator.store import EventWriter
 
 log = get_logger(__name__)
-_STREAM = itemgetter(0)  # of a LogLine
-_TEXT = itemgetter(1)
 CONTINUE_PROMPT = (
     "Continue the task where you left off. The permissions may have changed: retry any step that was "
     "refused. Finish the task."
@@ -82,24 +79,6 @@ class SpecBuilder(Protocol):
 
 
 Observer = Callable[[AgentEvent, str], Awaitable[None]]
-
-
-def _runs(batch: list[LogLine]) -> Iterator[tuple[StreamName, list[str]]]:
-    """The texts of each run of consecutive lines of one stream in ``batch``, in order.
-
-    Found with list scans in C (``list.index`` of the other stream): no Python step per line.
-    """
-    streams: list[StreamName] = list(map(_STREAM, batch))
-    texts: list[str] = list(map(_TEXT, batch))
-    start, size = 0, len(batch)
-    while start < size:
-        stream = streams[start]
-        try:
-            end = streams.index("stderr" if stream == "stdout" else "stdout", start)
-        except ValueError:
-            end = size
-        yield stream, texts[start:end]
-        start = end
 
 
 def ro_target(index: int) -> str:
@@ -320,17 +299,16 @@ class Supervisor:
     ) -> None:  # fmt: skip
         """Store every line (``output_lines`` events) and act on what the adapter makes of it.
 
-        Lines come in the batches the runtime read them in. Each run of lines of one stream is parsed
-        at once (``parse_lines``) and stored as one event, then the payloads made of its lines follow
-        in order: a line is always stored before the events made from it.
+        Lines come in the runs the runtime read them in (``stream_runs``: one stream each). Each run is
+        parsed at once (``parse_lines``) and stored as one event, then the payloads made of its lines
+        follow in order: a line is always stored before the events made from it.
         """
-        async for read in self.runtime.stream_batches(run.container_id):
+        async for read in self.runtime.stream_runs(run.container_id):
             if committed is not None:
                 await committed
                 committed = None
-            batch = self._skip(run, read) if run.skip else read
-            run.lines += len(batch)
-            for stream, texts in _runs(batch):
+            for stream, texts, _ in self._skip(run, read) if run.skip else read:
+                run.lines += len(texts)
                 made = run.parser.parse_lines(stream, texts)
                 self.writer.append_output(job.worker, job.task_id, stream, texts)
                 for _, payloads in made:
@@ -338,17 +316,18 @@ class Supervisor:
                         await self._payload(job, run, payload, past, memory)
 
     @staticmethod
-    def _skip(run: _Run, batch: list[LogLine]) -> list[LogLine]:
+    def _skip(run: _Run, batch: list[LineRun]) -> list[LineRun]:
         """The lines of ``batch`` not stored yet: those stored before the orchestrator restarted only
         rebuild the parser's context."""
-        fresh: list[LogLine] = []
-        for line in batch:
-            if run.skip.get(line.stream, 0) > 0:
-                run.skip[line.stream] -= 1
-                run.lines += 1
-                run.parser.parse_line(line.stream, line.text)
-            else:
-                fresh.append(line)
+        fresh: list[LineRun] = []
+        for stream, texts, time_ns in batch:
+            skipped = min(run.skip.get(stream, 0), len(texts))
+            if skipped:
+                run.skip[stream] -= skipped
+                run.lines += skipped
+                run.parser.parse_lines(stream, texts[:skipped])
+            if skipped < len(texts):
+                fresh.append(LineRun(stream, texts[skipped:], time_ns))
         if not any(run.skip.values()):
             run.skip = {}
         return fresh

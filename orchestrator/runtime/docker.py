@@ -8,13 +8,13 @@ only importers of ``docker``.
 
 docker-py blocks, so every call runs in this runtime's own thread pool (not the default executor,
 whose few threads long waits would starve), and every reader of output is a thread of its own that
-hands batches of lines to the event loop through a bounded ``Pipe``. Vendor errors become the
+hands runs of lines (``LineRun``) to the event loop through a bounded ``Pipe``. Vendor errors become the
 orchestrator's at this boundary (``raise ... from``, through ``vendor_errors``).
 
 Output comes two ways:
 
 - **attach** (``attach.py``), the fast one: ``start`` opens an attach connection between ``create``
-  and ``start`` and one thread reads it. The first ``stream``/``stream_batches`` of that container
+  and ``start`` and one thread reads it. The first ``stream``/``stream_batches``/``stream_runs`` of that container
   without ``since_ns`` takes it (``claim``): lines whole up to 1 MiB (longer ones in 1 MiB pieces),
   stamped when received. Until then it keeps the raw bytes; past 10 s or 8 MiB unclaimed it is
   closed and forgotten (the stream then reads the log), so a container nobody reads is never held
@@ -61,10 +61,12 @@ from orchestrator.runtime.docker_errors import FIX_ENGINE, vendor_errors
 from orchestrator.runtime.docker_logs import Follower
 from orchestrator.runtime.lines import TimestampError, parse_timestamp_ns
 from orchestrator.runtime.pipe import End, Pipe, handout, keep_after
+from orchestrator.runtime.runs import lines_of
 from orchestrator.runtime.spec import (
     ContainerInfo,
     ContainerSpec,
     ExitInfo,
+    LineRun,
     LogLine,
     Request,
     StreamName,
@@ -289,6 +291,14 @@ class DockerRuntime:
     async def stream_batches(
         self, container_id: str, since_ns: int | None = None
     ) -> AsyncGenerator[list[LogLine], None]:
+        """The lines of ``stream_runs``, a batch per batch of runs."""
+        async with contextlib.aclosing(self.stream_runs(container_id, since_ns)) as batches:
+            async for batch in batches:
+                yield lines_of(batch)
+
+    async def stream_runs(
+        self, container_id: str, since_ns: int | None = None
+    ) -> AsyncGenerator[list[LineRun], None]:
         """Batches of at most ``BATCH`` lines; the event loop runs between two batches (``pipe.handout``)."""
         skip: dict[StreamName, int] | None = None
         attached = self._unclaimed.pop(container_id, None) if since_ns is None else None
@@ -316,7 +326,7 @@ class DockerRuntime:
 
     async def _follow(
         self, container_id: str, since_ns: int | None, skip: dict[StreamName, int] | None
-    ) -> AsyncGenerator[list[LogLine], None]:
+    ) -> AsyncGenerator[list[LineRun], None]:
         """The stored log, after ``since_ns``, without the first ``skip[stream]`` lines of each stream."""
         await self.inspect(container_id)  # ContainerNotFound now, not from a thread later
         pipe = Pipe(asyncio.get_running_loop())

@@ -24,6 +24,7 @@ import docker
 from orchestrator.runtime.docker_errors import vendor_errors
 from orchestrator.runtime.lines import LineAssembler
 from orchestrator.runtime.pipe import End, Pipe
+from orchestrator.runtime.runs import runs_of
 from orchestrator.runtime.spec import ContainerInfo, StreamName
 
 _NS = 1_000_000_000
@@ -89,7 +90,7 @@ class Follower:
                     time.sleep(0.1)  # the connection dropped while running: reconnect, gently
             last = self._assembler.flush()
             if last:
-                pipe.put(last)
+                pipe.put(runs_of(last))
         except Exception as err:  # noqa: BLE001 - a thread's error is handed to the consumer, which raises it
             pipe.put(err)
         finally:
@@ -130,6 +131,6 @@ class Follower:
             else:
                 self._last_ns, self._seen_at_last = time_ns, 1
             lines = self._assembler.feed(time_ns, payload)
-            if lines and not pipe.put(lines):
+            if lines and not pipe.put(runs_of(lines)):
                 return False
         return True

@@ -32,11 +32,13 @@ from orchestrator.errors import (
     RuntimeFailure,
 )
 from orchestrator.runtime.batches import BATCH, unbatched
+from orchestrator.runtime.runs import as_runs
 from orchestrator.runtime.spec import (
     ContainerInfo,
     ContainerSpec,
     ContainerStatus,
     ExitInfo,
+    LineRun,
     LogLine,
     Request,
     StreamName,
@@ -203,6 +205,10 @@ class FakeRuntime:
 
     def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
         return unbatched(self.stream_batches(container_id, since_ns))
+
+    def stream_runs(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[list[LineRun], None]:
+        """``stream_batches`` as runs (``runs.as_runs``)."""
+        return as_runs(self.stream_batches(container_id, since_ns))
 
     async def stream_batches(
         self, container_id: str, since_ns: int | None = None

@@ -54,7 +54,16 @@ from orchestrator.runtime.k8s_api import load_client, to_dict, vendor_errors
 from orchestrator.runtime.k8s_logs import follow, follow_both
 from orchestrator.runtime.k8s_networks import MERGE_PATCH, PodNetworks
 from orchestrator.runtime.k8s_status import PodView, pod_view
-from orchestrator.runtime.spec import ContainerInfo, ContainerSpec, ExitInfo, LogLine, Request, classify_exit
+from orchestrator.runtime.runs import as_runs
+from orchestrator.runtime.spec import (
+    ContainerInfo,
+    ContainerSpec,
+    ExitInfo,
+    LineRun,
+    LogLine,
+    Request,
+    classify_exit,
+)
 
 log = get_logger(__name__)
 _GONE_TIMEOUT_S = 120.0  # longest wait, after the grace period, for a deleted pod to disappear
@@ -267,6 +276,10 @@ class KubernetesRuntime:
     def stream_batches(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[list[LogLine]]:
         """``stream``'s lines in batches of what has been read when asked (``batches.batched``)."""
         return batched(self.stream(container_id, since_ns))
+
+    def stream_runs(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[list[LineRun]]:
+        """``stream_batches`` as runs (``runs.as_runs``)."""
+        return as_runs(self.stream_batches(container_id, since_ns))
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitInfo:
         try:

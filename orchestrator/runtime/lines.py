@@ -13,16 +13,16 @@ drops the newline after the last fragment of a split line (Engine 20.10): at a f
 than ``fragment_size`` that has no newline, and at a frame with a new time (a new message).
 
 ``attach`` gives the container's bytes as written, in multiplexed frames without timestamps:
-``Demuxer`` takes the frames apart per stream and ``ChunkLines`` makes lines of each stream's bytes.
+``Demuxer`` takes the frames apart per stream, ``ChunkLines`` makes lines of each stream's bytes and
+``AttachLines`` runs of them (``LineRun``: a stream's lines of one read, one time).
 """
 
 from __future__ import annotations
 
 import struct
 from datetime import UTC, datetime
-from itertools import repeat
 
-from orchestrator.runtime.spec import LogLine, StreamName
+from orchestrator.runtime.spec import LineRun, LogLine, StreamName
 
 _NS = 1_000_000_000
 _FRAME_HEADER = struct.Struct(">B3xL")
@@ -165,12 +165,12 @@ class Demuxer:
 
 
 class ChunkLines:
-    """One stream's bytes, cut anywhere (no frames of its own: Docker ``attach``) -> ``LogLine``s.
+    """One stream's bytes, cut anywhere (no frames of its own: Docker ``attach``) -> line texts.
 
     Lines split on the newline byte and are decoded whole (invalid UTF-8 -> U+FFFD), so a character
-    cut by a chunk boundary is intact. Every line completed by a chunk gets that chunk's time. A line
-    longer than ``max_line`` bytes is cut into pieces of at most ``max_line`` bytes (at a character
-    boundary), so an endless line costs bounded memory; ``flush`` gives a last line without newline.
+    cut by a chunk boundary is intact. A line longer than ``max_line`` bytes is cut into pieces of at
+    most ``max_line`` bytes (at a character boundary), so an endless line costs bounded memory;
+    ``flush`` gives a last line without newline.
     """
 
     def __init__(self, stream: StreamName, max_line: int = MAX_LINE) -> None:
@@ -180,49 +180,48 @@ class ChunkLines:
         self.max_line = max_line
         self._rest = bytearray()
 
-    def feed(self, data: bytes, time_ns: int) -> list[LogLine]:
-        """The lines ``data`` completes, stamped ``time_ns``."""
+    def feed(self, data: bytes) -> list[str]:
+        """The lines ``data`` completes."""
         last = data.rfind(b"\n")
         if last < 0:
             self._rest += data
-            return self._overflow(time_ns) if len(self._rest) > self.max_line else []
+            return self._overflow() if len(self._rest) > self.max_line else []
         with memoryview(data) as view:  # slices without copies: the bytes are copied once, decoded once
             complete: bytes | memoryview = view[:last]
             if self._rest:
                 complete = b"".join((self._rest, complete))
                 self._rest.clear()
             self._rest += view[last + 1 :]
-            stream = self.stream
             if len(complete) <= self.max_line:  # no line can be too long: decode the chunk at once
-                lines = _log_lines(stream, str(complete, "utf-8", "replace").split("\n"), time_ns)
+                texts = str(complete, "utf-8", "replace").split("\n")
             else:
-                lines = [
-                    LogLine(stream, piece.decode("utf-8", "replace"), time_ns)
+                texts = [
+                    piece.decode("utf-8", "replace")
                     for raw in bytes(complete).split(b"\n")
                     for piece in self._pieces(raw)
                 ]
             if isinstance(complete, memoryview):
                 complete.release()
         if len(self._rest) > self.max_line:
-            lines += self._overflow(time_ns)
-        return lines
+            texts += self._overflow()
+        return texts
 
-    def flush(self, time_ns: int) -> list[LogLine]:
+    def flush(self) -> list[str]:
         """At the end of the stream: the last line if it had no newline."""
         if not self._rest:
             return []
-        line = LogLine(self.stream, self._rest.decode("utf-8", "replace"), time_ns)
+        text = self._rest.decode("utf-8", "replace")
         self._rest.clear()
-        return [line]
+        return [text]
 
-    def _overflow(self, time_ns: int) -> list[LogLine]:
+    def _overflow(self) -> list[str]:
         """Hand out the pending line's first pieces, keeping at most ``max_line`` bytes of it."""
-        rest, lines = self._rest, []
+        rest, texts = self._rest, []
         while len(rest) > self.max_line:
             cut = _boundary(rest, self.max_line)
-            lines.append(LogLine(self.stream, rest[:cut].decode("utf-8", "replace"), time_ns))
+            texts.append(rest[:cut].decode("utf-8", "replace"))
             del rest[:cut]
-        return lines
+        return texts
 
     def _pieces(self, raw: bytes) -> list[bytes]:
         pieces = []
@@ -234,14 +233,6 @@ class ChunkLines:
         return pieces
 
 
-def _log_lines(stream: StreamName, texts: list[str], time_ns: int) -> list[LogLine]:
-    """``[LogLine(stream, text, time_ns) for text in texts]``, made in C (half the cost of a flood's lines)."""
-    return list(map(_new_tuple, repeat(LogLine), zip(repeat(stream), texts, repeat(time_ns))))
-
-
-_new_tuple = tuple.__new__
-
-
 def _boundary(data: bytes | bytearray, limit: int) -> int:
     """Where to cut ``data`` at most ``limit`` bytes in, not inside a UTF-8 character if it can help."""
     cut = limit
@@ -251,25 +242,35 @@ def _boundary(data: bytes | bytearray, limit: int) -> int:
 
 
 class AttachLines:
-    """A whole attach stream (both streams' frames, cut anywhere) -> ``LogLine``s, counted per stream."""
+    """A whole attach stream (both streams' frames, cut anywhere) -> ``LineRun``s, counted per stream.
+
+    Each stream's lines completed by one ``feed`` are one run, stamped with the time given.
+    """
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self._demuxer = Demuxer()
         self._streams = {"stdout": ChunkLines("stdout", max_line), "stderr": ChunkLines("stderr", max_line)}
         self.counts: dict[StreamName, int] = {"stdout": 0, "stderr": 0}
 
-    def feed(self, data: bytes, time_ns: int) -> list[LogLine]:
+    def feed(self, data: bytes, time_ns: int) -> list[LineRun]:
         """The lines ``data`` completes, in the order their frames came, stamped ``time_ns``."""
-        lines: list[LogLine] = []
+        runs: list[LineRun] = []
         for stream, payload in self._demuxer.feed(data):
-            done = self._streams[stream].feed(payload, time_ns)
-            self.counts[stream] += len(done)
-            lines += done
-        return lines
+            texts = self._streams[stream].feed(payload)
+            if texts:
+                self.counts[stream] += len(texts)
+                if runs and runs[-1].stream == stream:
+                    runs[-1].texts.extend(texts)
+                else:
+                    runs.append(LineRun(stream, texts, time_ns))
+        return runs
 
-    def flush(self, time_ns: int) -> list[LogLine]:
+    def flush(self, time_ns: int) -> list[LineRun]:
         """At the end: each stream's last line without newline (stdout's first)."""
-        lines = self._streams["stdout"].flush(time_ns) + self._streams["stderr"].flush(time_ns)
-        for line in lines:
-            self.counts[line.stream] += 1
-        return lines
+        runs: list[LineRun] = []
+        for stream in ("stdout", "stderr"):
+            texts = self._streams[stream].flush()
+            if texts:
+                self.counts[stream] += len(texts)
+                runs.append(LineRun(stream, texts, time_ns))
+        return runs

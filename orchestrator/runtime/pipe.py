@@ -1,10 +1,10 @@
-"""``Pipe``: batches of lines from reader threads to the event loop, bounded.
+"""``Pipe``: runs of lines from reader threads to the event loop, bounded.
 
-A reader thread ``put``s a batch of ``LogLine`` (or an ``End``, or the error it met); the loop
+A reader thread ``put``s a list of ``LineRun`` (or an ``End``, or the error it met); the loop
 ``take``s everything buffered at once. When more than ``limit`` lines wait, ``put`` blocks: a slow
 consumer makes its readers wait (and, through them, the container's output). ``close`` (the
 consumer has gone) releases a blocked ``put``, which then returns False. ``handout`` turns what the
-loop takes into the batches a stream yields.
+loop takes into the batches of runs a stream yields.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
+from orchestrator.runtime import runs
 from orchestrator.runtime.batches import BATCH
-from orchestrator.runtime.spec import LogLine, StreamName
+from orchestrator.runtime.spec import LineRun, StreamName
 
 PIPE_LIMIT = 8192  # lines buffered before the readers wait for the consumer
 
@@ -32,7 +33,7 @@ class End:
     resume: dict[StreamName, int] | None = None
 
 
-Item = list[LogLine] | End | BaseException
+Item = list[LineRun] | End | BaseException
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -53,7 +54,7 @@ class Pipe:
         self._closed = False
 
     def put(self, item: Item) -> bool:
-        """Thread side: hand over a (non-empty) batch, an ``End`` or an error. False once closed."""
+        """Thread side: hand over (non-empty) runs, an ``End`` or an error. False once closed."""
         with self._cond:
             while self._lines >= self._limit and not self._closed:
                 self._cond.wait()
@@ -61,7 +62,7 @@ class Pipe:
                 return False
             self._items.append(item)
             if isinstance(item, list):
-                self._lines += len(item)
+                self._lines += runs.size(item)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             self._loop.call_soon_threadsafe(_wake, waiter)
@@ -90,19 +91,22 @@ class Pipe:
 
 def keep_after(
     since_ns: int | None, skip: dict[StreamName, int] | None
-) -> Callable[[list[LogLine]], list[LogLine]] | None:
+) -> Callable[[list[LineRun]], list[LineRun]] | None:
     """The filter of a stored-log stream: lines after ``since_ns``, past ``skip`` lines per stream."""
     if since_ns is None and not skip:
         return None
     left: dict[StreamName, int] = dict(skip or {})
 
-    def keep(batch: list[LogLine]) -> list[LogLine]:
-        kept: list[LogLine] = []
-        for line in batch:
-            if left.get(line.stream, 0) > 0:
-                left[line.stream] -= 1
-            elif since_ns is None or line.time_ns > since_ns:
-                kept.append(line)
+    def keep(batch: list[LineRun]) -> list[LineRun]:
+        kept: list[LineRun] = []
+        for run in batch:
+            texts = run.texts
+            skipped = min(left.get(run.stream, 0), len(texts))
+            if skipped:
+                left[run.stream] -= skipped
+                texts = texts[skipped:]
+            if texts and (since_ns is None or run.time_ns > since_ns):
+                kept.append(run if len(texts) == len(run.texts) else LineRun(run.stream, texts, run.time_ns))
         return kept
 
     return keep
@@ -113,31 +117,31 @@ async def handout(
     first: list[Item],
     readers: int,
     ends: list[End],
-    keep: Callable[[list[LogLine]], list[LogLine]] | None = None,
-) -> AsyncGenerator[list[LogLine], None]:
-    """Batches from ``first`` then ``pipe`` until ``readers`` ends (noted in ``ends``); raises a reader's error.
+    keep: Callable[[list[LineRun]], list[LineRun]] | None = None,
+) -> AsyncGenerator[list[LineRun], None]:
+    """Runs from ``first`` then ``pipe`` until ``readers`` ends (noted in ``ends``); raises a reader's error.
 
     What one ``take`` brings is cut into batches of at most ``BATCH`` lines, and the loop
     runs between two batches: a burst must not starve the flusher and the SSE readers.
     """
     items, ended, handed = first, 0, False
     while True:
-        lines: list[LogLine] = []
+        taken: list[LineRun] = []
         error: BaseException | None = None
         for item in items:
             if isinstance(item, list):
-                lines += item if keep is None else keep(item)
+                taken += item if keep is None else keep(item)
             elif isinstance(item, End):
                 ended += 1
                 ends.append(item)
             else:
                 error = item
                 break
-        for start in range(0, len(lines), BATCH):
+        for batch in runs.cut(taken, BATCH):
             if handed:
                 await asyncio.sleep(0)
             handed = True
-            yield lines[start : start + BATCH]
+            yield batch
         if error is not None:
             raise error
         if ended >= readers:

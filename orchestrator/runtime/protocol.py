@@ -10,9 +10,12 @@ Contract, in short:
   own order; lines longer than the runtime's frames rejoined; a last line without a newline is
   flushed at exit) whose time is strictly after ``since_ns``, and ends when the container stops.
 - ``stream_batches(id, since_ns)`` yields the same lines in the same order, grouped as they arrived:
-  lists of at most 256 lines, never empty; the event loop runs between two batches, so a burst
+  lists of at most ``BATCH`` (2048) lines, never empty; the event loop runs between two batches, so a burst
   does not starve it. Prefer it where lines come fast (one await per batch, not per line).
-- Docker reads the first ``stream``/``stream_batches`` of a container it started, without
+- ``stream_runs(id, since_ns)`` yields the batches of ``stream_batches`` as runs (``LineRun``:
+  consecutive lines of one stream that share one time), in order, never empty: a flood read a
+  chunk at a time costs no tuple per line (``runs.lines_of`` gives the lines back, exactly).
+- Docker reads the first ``stream``/``stream_batches``/``stream_runs`` of a container it started, without
   ``since_ns``, from an attach opened at ``start``: every line comes whole (up to 1 MiB; a longer
   one comes in 1 MiB pieces) and its time is when the runtime received it, a little later than the
   engine's own stamp that any other stream of the container (its stored log) gives. So a
@@ -38,7 +41,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from orchestrator.runtime.spec import ContainerInfo, ContainerSpec, ExitInfo, LogLine
+from orchestrator.runtime.spec import ContainerInfo, ContainerSpec, ExitInfo, LineRun, LogLine
 
 MANAGED_LABEL = "orchestrator.managed"
 SESSION_LABEL = "orchestrator.session"
@@ -70,7 +73,10 @@ class Runtime(Protocol):
         """The container's output lines after ``since_ns``, until it stops."""
 
     def stream_batches(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[list[LogLine]]:
-        """The lines of ``stream``, in the same order, in non-empty batches of at most 256 as they arrived."""
+        """The lines of ``stream``, in the same order, in non-empty batches of at most ``BATCH`` as they arrived."""
+
+    def stream_runs(self, container_id: str, since_ns: int | None = None) -> AsyncIterator[list[LineRun]]:
+        """The batches of ``stream_batches`` as runs of one stream and one time, in the same order."""
 
     async def wait(self, container_id: str, timeout_s: float | None = None) -> ExitInfo:
         """How the container ended; ``TimeoutError`` if it is still running after ``timeout_s``."""

@@ -257,6 +257,15 @@ class LogLine(NamedTuple):
         return EPOCH + timedelta(microseconds=self.time_ns // 1000)  # exact: no float rounding
 
 
+class LineRun(NamedTuple):
+    """Consecutive lines of one stream that share one time: ``LogLine(stream, text, time_ns)`` for
+    each of ``texts``, without a tuple per line (a flood is read a chunk at a time; see ``runs``)."""
+
+    stream: StreamName
+    texts: list[str]
+    time_ns: int
+
+
 Request = Literal["stop", "kill"]
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.errors import ContainerNotFound, ImageMissing, RuntimeFailure
 from orchestrator.runtime import LogLine
+from orchestrator.runtime.batches import BATCH
 from tests.contract.conftest import TEST_LABEL, Harness, Program
 
 TALK = Program(lines=(("stdout", "o1"), ("stderr", "e1"), ("stdout", "o2"), ("stderr", "e2")), exit_code=3)
@@ -81,8 +82,8 @@ async def test_a_last_line_without_newline_is_flushed(harness: Harness) -> None:
     assert texts(lines, "stdout") == ["first", "no newline ünï"]
 
 
-async def test_batches_carry_the_lines_of_stream_in_order_never_empty_at_most_256(harness: Harness) -> None:
-    """``stream_batches`` gives what ``stream`` gives, in order, stdout and stderr apart, in batches of 1..256."""
+async def test_batches_carry_the_lines_of_stream_in_order_never_empty_at_most_batch(harness: Harness) -> None:
+    """``stream_batches`` gives what ``stream`` gives, in order, stdout and stderr apart, in batches of 1..BATCH."""
     program = Program(
         lines=tuple(("stderr" if i % 3 == 2 else "stdout", f"line{i}") for i in range(600)), partial="tail"
     )
@@ -94,7 +95,7 @@ async def test_batches_carry_the_lines_of_stream_in_order_never_empty_at_most_25
     expected_err = [f"line{i}" for i in range(600) if i % 3 == 2]
     assert (expected_out, expected_err) == (texts(lines, "stdout"), texts(lines, "stderr"))
     assert (texts(again, "stdout"), texts(again, "stderr")) == (expected_out, expected_err)
-    assert all(0 < len(batch) <= 256 for batch in batches)
+    assert all(0 < len(batch) <= BATCH for batch in batches)
     for stream in ("stdout", "stderr"):
         times = [line.time_ns for line in lines if line.stream == stream]
         assert times == sorted(times)

@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import itertools
 
+from orchestrator.runtime.batches import BATCH
 from orchestrator.runtime.docker import DockerRuntime
 from tests.integration.hardened import Sandbox
 
-LINES = 3000
+LINES = 5 * BATCH + 100
 
 
 class Ticks:
@@ -49,11 +50,11 @@ async def test_other_tasks_run_while_a_buffered_burst_is_handed_out(sandbox: San
             task.cancel()
         await runtime.remove(container_id)
     assert [int(first.text), *seen] == list(range(1, LINES + 1))
-    assert ticks.count - at_start >= (LINES - 1) // 256 - 1  # the loop ran about once per 256 lines at least
+    assert ticks.count - at_start >= (LINES - 1) // BATCH - 1  # the loop ran about once per batch at least
 
 
 async def test_the_loop_runs_between_any_two_batches_of_a_buffered_burst(sandbox: Sandbox) -> None:
-    """``stream_batches``: the burst comes in batches of at most 256 lines, other tasks run between any two."""
+    """``stream_batches``: the burst comes in batches of at most ``BATCH`` lines, other tasks run between any two."""
     ticks = Ticks()
     async with DockerRuntime() as runtime:
         container_id = await runtime.start(sandbox.spec(f"seq 1 {LINES}; sleep 3"))
@@ -74,7 +75,7 @@ async def test_the_loop_runs_between_any_two_batches_of_a_buffered_burst(sandbox
             task.cancel()
         await runtime.remove(container_id)
     assert list(range(1, LINES + 1)) == seen
-    assert all(0 < size <= 256 for size in [len(first), *sizes])
+    assert all(0 < size <= BATCH for size in [len(first), *sizes])
     assert all(before < after for before, after in itertools.pairwise(ticks_at)), (
         "a batch followed another at once"
     )

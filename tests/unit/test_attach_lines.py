@@ -1,4 +1,4 @@
-"""Attach bytes to lines (``orchestrator/runtime/lines.py``): ``Demuxer`` and ``ChunkLines``.
+"""Attach bytes to lines (``orchestrator/runtime/lines.py``): ``Demuxer``, ``ChunkLines``, ``AttachLines``.
 
 Docker's attach stream is the container's bytes in multiplexed frames cut anywhere by the socket;
 whatever the cuts, the lines are those of each stream's whole output, and no line grows past the cap.
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.runtime.lines import ChunkLines, Demuxer
+from orchestrator.runtime.lines import AttachLines, ChunkLines, Demuxer
+from orchestrator.runtime.spec import LineRun
 
 BYTES = st.binary(max_size=60) | st.text(max_size=20).map(str.encode)
 CUTS = st.lists(st.integers(1, 40), max_size=30)
@@ -40,8 +41,8 @@ def reference(data: bytes) -> list[str]:
 
 def lines_of(chunks: list[bytes], max_line: int = 1024 * 1024) -> list[str]:
     assembler = ChunkLines("stdout", max_line=max_line)
-    texts = [line.text for chunk in chunks for line in assembler.feed(chunk, 1)]
-    return texts + [line.text for line in assembler.flush(2)]
+    texts = [text for chunk in chunks for text in assembler.feed(chunk)]
+    return texts + assembler.flush()
 
 
 @given(st.lists(st.tuples(st.sampled_from([1, 2]), BYTES), max_size=12), CUTS)
@@ -102,24 +103,26 @@ def test_a_forty_kib_line_is_whole_and_a_character_cut_between_chunks_is_intact(
 
 
 def test_every_line_of_a_chunk_gets_its_time_and_the_last_one_without_newline_is_flushed() -> None:
-    """Lines take the time of the chunk that completes them; the flush gives the tail its own time."""
-    assembler = ChunkLines("stderr")
-    assert assembler.feed(b"par", 5) == []
-    first = assembler.feed(b"tial\nnext\nta", 7)
-    assert [(line.stream, line.text, line.time_ns) for line in first] == [
-        ("stderr", "partial", 7),
-        ("stderr", "next", 7),
+    """A stream's lines completed by one read are one run with that read's time; the flush gives the
+    tails their own time, stdout's first."""
+    attach = AttachLines()
+    assert attach.feed(frame(2, b"par") + frame(1, b"out"), 5) == []
+    assert attach.feed(frame(2, b"tial\nnext\nta") + frame(1, b"put\n"), 7) == [
+        LineRun("stderr", ["partial", "next"], 7),
+        LineRun("stdout", ["output"], 7),
     ]
-    assert [(line.text, line.time_ns) for line in assembler.flush(9)] == [("ta", 9)]
-    assert assembler.flush(10) == []
+    assert attach.feed(frame(1, b"x\n") + frame(2, b"") + frame(1, b"y\nz"), 8) == [LineRun("stdout", ["x", "y"], 8)]
+    assert attach.flush(9) == [LineRun("stdout", ["z"], 9), LineRun("stderr", ["ta"], 9)]
+    assert attach.flush(10) == []
+    assert attach.counts == {"stdout": 4, "stderr": 3}
 
 
 def test_an_endless_line_keeps_memory_bounded() -> None:
     """4 MiB without a newline and a cap of 1 MiB: four pieces handed out as they fill, none held longer."""
     assembler = ChunkLines("stdout", max_line=1024 * 1024)
-    handed = [line for _ in range(64) for line in assembler.feed(b"z" * 65536, 1)]
-    assert [len(line.text) for line in handed] == [1024 * 1024] * 3
-    assert [len(line.text) for line in assembler.flush(2)] == [1024 * 1024]
+    handed = [text for _ in range(64) for text in assembler.feed(b"z" * 65536)]
+    assert [len(text) for text in handed] == [1024 * 1024] * 3
+    assert [len(text) for text in assembler.flush()] == [1024 * 1024]
 
 
 def test_a_cap_too_small_for_a_character_is_refused() -> None:

@@ -18,6 +18,7 @@ from orchestrator.errors import ContainerNotFound
 from orchestrator.runtime import LogLine
 from orchestrator.runtime.attach import Attached
 from orchestrator.runtime.pipe import End, Item, Pipe
+from orchestrator.runtime.runs import lines_of
 
 ID = "c" * 64
 
@@ -58,7 +59,7 @@ async def drain(pipe: Pipe, first: list[Item]) -> tuple[list[LogLine], Item]:
     while True:
         for item in items:
             if isinstance(item, list):
-                lines += item
+                lines += lines_of(item)
             else:
                 return lines, item
         items = await pipe.take()

@@ -192,7 +192,7 @@ def test_the_stage_timer_prints_one_figure_per_stage(capsys: pytest.CaptureFixtu
     stages.main(3000)
     rows = capsys.readouterr().out.splitlines()
     assert [row.split("  ")[0] for row in rows] == [
-        "raw attach reader: split 64 KiB chunks", "runtime: bytes -> LogLine",
+        "raw attach reader: split 64 KiB chunks", "runtime: attach frames -> runs of lines",
         "adapter: Codex parse_line, plain line", "adapter: Codex parse_lines, batches of 256 plain lines",
         "store: append_output + group commit + fold",
         "SSE: the messages of stored lines, a run at once",
