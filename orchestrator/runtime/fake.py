@@ -206,7 +206,9 @@ class FakeRuntime:
     def stream(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[LogLine, None]:
         return unbatched(self.stream_batches(container_id, since_ns))
 
-    def stream_runs(self, container_id: str, since_ns: int | None = None) -> AsyncGenerator[list[LineRun], None]:
+    def stream_runs(
+        self, container_id: str, since_ns: int | None = None
+    ) -> AsyncGenerator[list[LineRun], None]:
         """``stream_batches`` as runs (``runs.as_runs``)."""
         return as_runs(self.stream_batches(container_id, since_ns))
 

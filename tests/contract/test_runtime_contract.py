@@ -10,6 +10,7 @@ import pytest
 from orchestrator.errors import ContainerNotFound, ImageMissing, RuntimeFailure
 from orchestrator.runtime import LogLine
 from orchestrator.runtime.batches import BATCH
+from orchestrator.runtime.runs import lines_of, size
 from tests.contract.conftest import TEST_LABEL, Harness, Program
 
 TALK = Program(lines=(("stdout", "o1"), ("stderr", "e1"), ("stdout", "o2"), ("stderr", "e2")), exit_code=3)
@@ -96,6 +97,26 @@ async def test_batches_carry_the_lines_of_stream_in_order_never_empty_at_most_ba
     assert (expected_out, expected_err) == (texts(lines, "stdout"), texts(lines, "stderr"))
     assert (texts(again, "stdout"), texts(again, "stderr")) == (expected_out, expected_err)
     assert all(0 < len(batch) <= BATCH for batch in batches)
+    for stream in ("stdout", "stderr"):
+        times = [line.time_ns for line in lines if line.stream == stream]
+        assert times == sorted(times)
+
+
+async def test_runs_carry_the_lines_of_stream_exactly_one_stream_and_one_time_each(harness: Harness) -> None:
+    """``stream_runs`` gives what ``stream`` gives, as runs: never empty, at most ``BATCH`` lines a batch."""
+    program = Program(
+        lines=tuple(("stderr" if i % 5 == 4 else "stdout", f"run{i}") for i in range(300)), partial="tail"
+    )
+    container_id = await harness.runtime.start(harness.spec(program))
+    batches = [batch async for batch in harness.runtime.stream_runs(container_id)]
+    again = await collect(harness, container_id)
+    lines = [line for batch in batches for line in lines_of(batch)]
+    assert (texts(lines, "stdout"), texts(lines, "stderr")) == (
+        texts(again, "stdout"),
+        texts(again, "stderr"),
+    )
+    assert texts(lines, "stdout")[-1] == "tail" and len(lines) == 301
+    assert all(batch and all(run.texts for run in batch) and size(batch) <= BATCH for batch in batches)
     for stream in ("stdout", "stderr"):
         times = [line.time_ns for line in lines if line.stream == stream]
         assert times == sorted(times)

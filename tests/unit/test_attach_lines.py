@@ -111,7 +111,9 @@ def test_every_line_of_a_chunk_gets_its_time_and_the_last_one_without_newline_is
         LineRun("stderr", ["partial", "next"], 7),
         LineRun("stdout", ["output"], 7),
     ]
-    assert attach.feed(frame(1, b"x\n") + frame(2, b"") + frame(1, b"y\nz"), 8) == [LineRun("stdout", ["x", "y"], 8)]
+    assert attach.feed(frame(1, b"x\n") + frame(2, b"") + frame(1, b"y\nz"), 8) == [
+        LineRun("stdout", ["x", "y"], 8)
+    ]
     assert attach.flush(9) == [LineRun("stdout", ["z"], 9), LineRun("stderr", ["ta"], 9)]
     assert attach.flush(10) == []
     assert attach.counts == {"stdout": 4, "stderr": 3}

@@ -5,6 +5,7 @@ Timings are never asserted here: benchmarks print figures (``python -m bench``).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from bench.report import (
     rows,
     update_readme,
 )
-from bench.sse_clients import Reader
+from bench.sse_clients import ChunkedBody, Reader
 from bench.stats import Dist, percentile, slope
 
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
@@ -183,6 +184,26 @@ def test_reader_survives_garbage(block: bytes) -> None:
     reader.take(block, 1.0)
     assert 0 <= reader.count <= block.count(b"data:")
     assert reader.gaps <= block.count(b"id:")
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=8), st.lists(st.integers(1, 9), min_size=1))
+def test_a_chunked_body_cut_anywhere_gives_its_bytes_and_ends_at_the_last_chunk(
+    chunks: list[bytes], cuts: list[int]
+) -> None:
+    """HTTP/1.1 chunked coding (sizes in hex, an extension ignored) decoded from pieces of any size."""
+    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\nignored"
+    body, got, at = ChunkedBody(), b"", 0
+    for step in itertools.cycle(cuts):
+        if at >= len(wire):
+            break
+        got += body.feed(wire[at : at + step])
+        at += step
+    assert (got, body.done) == (b"".join(chunks), True)
+
+
+def test_a_chunk_size_that_is_not_hexadecimal_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ChunkedBody().feed(b"zz\r\nabc")
 
 
 def test_the_stage_timer_prints_one_figure_per_stage(capsys: pytest.CaptureFixture[str]) -> None:

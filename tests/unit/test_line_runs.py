@@ -37,7 +37,11 @@ def test_runs_give_every_line_back_exactly_and_neighbours_differ(lines: list[Log
 
 
 def test_a_run_longer_than_a_batch_is_split_and_batches_fill_up() -> None:
-    runs = [LineRun("stdout", ["a", "b", "c"], 1), LineRun("stderr", ["d"], 2), LineRun("stdout", ["e", "f"], 3)]
+    runs = [
+        LineRun("stdout", ["a", "b", "c"], 1),
+        LineRun("stderr", ["d"], 2),
+        LineRun("stdout", ["e", "f"], 3),
+    ]
     assert list(cut(runs, 2)) == [
         [LineRun("stdout", ["a", "b"], 1)],
         [LineRun("stdout", ["c"], 1), LineRun("stderr", ["d"], 2)],
@@ -47,7 +51,9 @@ def test_a_run_longer_than_a_batch_is_split_and_batches_fill_up() -> None:
 
 
 @given(st.lists(line_st, max_size=40), st.integers(1, 7))
-def test_batches_hold_at_most_the_bound_never_none_and_every_line_in_order(lines: list[LogLine], most: int) -> None:
+def test_batches_hold_at_most_the_bound_never_none_and_every_line_in_order(
+    lines: list[LogLine], most: int
+) -> None:
     batches = list(cut(runs_of(lines), most))
     assert all(0 < size(batch) <= most for batch in batches)
     assert [line for batch in batches for line in lines_of(batch)] == lines
