@@ -1,9 +1,10 @@
 """The last durable events of a session's writer, kept in memory for its in-process followers.
 
 Live followers (SSE readers, the dashboard) take new events from here instead of each re-reading and
-re-parsing ``events.jsonl``. The writer hands over what each flush made durable as a ``Page``: its
-events as columns (JSON lines exactly as stored, types, the byte offset after each line), so that a
-flood of output lines costs no object per line. A follower gets ``Stored`` events from a page when it
+re-parsing ``events.jsonl``. The writer hands over what each flush made durable as a ``Page``: the
+bytes it wrote (JSON lines exactly as stored) and its events as columns (types, the byte offset after
+each line), so that a flood of output lines costs no object per line and its SSE messages are the
+stored bytes, copied once. A follower gets ``Stored`` events from a page when it
 asks for them one by one (``Recent`` is a sequence of them, made on demand), and the SSE messages of a
 whole run of events at once (``Recent.sse``). The ``AgentEvent`` of a line is built only when a
 follower asks for it (the writer's output path never builds one).
@@ -40,32 +41,55 @@ class Stored:
 
 @dataclass(slots=True, eq=False)
 class Page:
-    """The events one flush made durable, seqs ``first`` onwards, as columns.
+    """The events one flush made durable, seqs ``first`` onwards: ``data``, the bytes written at
+    offset ``base`` of the log (a line per event, each ending in a newline), and columns.
 
-    ``built`` holds the event objects the writer had (events appended as objects), by index;
-    the events before index ``start`` are forgotten.
+    ``ends`` holds the offset after each line; ``built`` the event objects the writer had (events
+    appended as objects), by index; the events before index ``start`` are forgotten.
     """
 
     first: int
-    texts: list[str]
     types: list[str]
     ends: list[int]
+    data: bytes
+    base: int
     built: dict[int, AgentEvent] = field(default_factory=dict)
-    size: int = 0  # characters of JSON from ``start`` on
     start: int = 0
+
+    def __len__(self) -> int:
+        return len(self.types)
 
     @property
     def kept(self) -> int:
-        return len(self.texts) - self.start
+        return len(self.types) - self.start
 
     @property
     def last(self) -> int:
-        return self.first + len(self.texts) - 1
+        return self.first + len(self.types) - 1
+
+    @property
+    def size(self) -> int:
+        """Bytes of the lines from ``start`` on."""
+        return self.ends[-1] - self.begin(self.start)
+
+    def begin(self, index: int) -> int:
+        """The offset where line ``index`` starts."""
+        return self.ends[index - 1] if index else self.base
+
+    def line(self, index: int) -> bytes:
+        """Line ``index`` as stored, without its newline."""
+        return self.data[self.begin(index) - self.base : self.ends[index] - 1 - self.base]
+
+    def text(self, index: int) -> str:
+        return self.line(index).decode()
 
     def stored(self, index: int) -> Stored:
         return Stored(
-            self.first + index, self.types[index], self.texts[index], self.ends[index], self.built.get(index)
+            self.first + index, self.types[index], self.text(index), self.ends[index], self.built.get(index)
         )
+
+
+_END = b"\r\n\r\n"
 
 
 class Recent(Sequence[Stored]):
@@ -80,8 +104,8 @@ class Recent(Sequence[Stored]):
     def __init__(self, pages: Sequence[Page], start: int = 0, stop: int | None = None) -> None:
         self._pages = pages
         self._start = start  # index in the first page
-        self._stop = (len(pages[-1].texts) if stop is None else stop) if pages else 0  # in the last page
-        self._len = sum(len(p.texts) for p in pages[:-1]) + self._stop - start if pages else 0
+        self._stop = (len(pages[-1]) if stop is None else stop) if pages else 0  # in the last page
+        self._len = sum(len(p) for p in pages[:-1]) + self._stop - start if pages else 0
 
     def __len__(self) -> int:
         return self._len
@@ -135,28 +159,36 @@ class Recent(Sequence[Stored]):
         return found
 
     def sse(self) -> bytes:
-        """The SSE messages of these events (``id``, ``event``, ``data`` as stored), as ``api.sse`` writes them."""
-        parts: list[str] = []
+        """The SSE messages of these events (``id``, ``event``, ``data`` as stored), as ``api.sse`` writes them.
+
+        Made of the stored bytes (copied once, into the result), never of a text per event.
+        """
+        parts: list[bytes | memoryview] = []
         for page, low, high in self._spans():
-            seqs = range(page.first + low, page.first + high)
-            parts += [
-                f"id: {seq}\r\nevent: {kind}\r\ndata: {text}\r\n\r\n"
-                for seq, kind, text in zip(seqs, page.types[low:high], page.texts[low:high], strict=True)
-            ]
-        return "".join(parts).encode()
+            view, at = memoryview(page.data), page.begin(low) - page.base
+            for seq, kind, end in zip(
+                range(page.first + low, page.first + high),
+                page.types[low:high],
+                page.ends[low:high],
+                strict=True,
+            ):
+                stop = end - page.base
+                parts += (b"id: %d\r\nevent: %s\r\ndata: " % (seq, kind.encode()), view[at : stop - 1], _END)
+                at = stop
+        return b"".join(parts)
 
     def _spans(self) -> Iterator[tuple[Page, int, int]]:
         """Each page with the range of its indexes that belongs to this sequence."""
         last = len(self._pages) - 1
         for number, page in enumerate(self._pages):
-            yield page, self._start if number == 0 else 0, self._stop if number == last else len(page.texts)
+            yield page, self._start if number == 0 else 0, self._stop if number == last else len(page)
 
     def _locate(self, index: int) -> tuple[Page, int]:
         at = index + self._start
         for page in self._pages:
-            if at < len(page.texts):
+            if at < len(page):
                 return page, at
-            at -= len(page.texts)
+            at -= len(page)
         raise IndexError(index)
 
     def _cut(self, first: int, stop: int) -> Recent:
@@ -171,7 +203,7 @@ class Recent(Sequence[Stored]):
 
 
 class RecentEvents:
-    """At most ``max_events`` durable events and about ``max_bytes`` characters of their JSON, in pages."""
+    """At most ``max_events`` durable events and about ``max_bytes`` bytes of their JSON, in pages."""
 
     def __init__(self, last_seq: int, max_events: int, max_bytes: int) -> None:
         self._pages: deque[Page] = deque()
@@ -183,7 +215,7 @@ class RecentEvents:
 
     def add(self, page: Page) -> None:
         """Append a durable page (its first seq right after the last one) and forget the oldest events."""
-        if not page.texts:
+        if not len(page):
             return
         with self._lock:
             self._pages.append(page)
@@ -199,8 +231,8 @@ class RecentEvents:
                     self._bytes -= oldest.size
                     continue
                 cut = oldest.start + excess  # forget the first ``excess`` kept events of the oldest page
-                dropped = sum(map(len, oldest.texts[oldest.start : cut]))
-                oldest.start, oldest.size = cut, oldest.size - dropped
+                dropped = oldest.begin(cut) - oldest.begin(oldest.start)
+                oldest.start = cut
                 self._events -= excess
                 self._bytes -= dropped
 
@@ -223,5 +255,5 @@ class RecentEvents:
             for page in reversed(self._pages):
                 if page.first + page.start <= event.seq <= page.last:
                     index = event.seq - page.first
-                    return page.texts[index] if page.built.get(index) is event else None
+                    return page.text(index) if page.built.get(index) is event else None
         return None

@@ -53,7 +53,7 @@ __all__ = [
 log = get_logger(__name__)
 _CHUNK = 1 << 20  # bytes read at a time when looking for the last newline
 RECENT_EVENTS = 16384  # durable events a writer keeps for its in-process followers ...
-RECENT_BYTES = 16 << 20  # ... and about as many characters of their JSON at most (a flood's 1/4 s)
+RECENT_BYTES = 16 << 20  # ... and about as many bytes of their JSON at most (a flood's 1/4 s)
 
 
 @dataclass(slots=True)
@@ -296,7 +296,7 @@ class EventWriter:
                 else:
                     how, seq, lines = fold
                     apply_output(state, how.worker, how.task_id, how.stream, seq, how.ts, lines)
-            self._recent.add(Page(first, batch.texts, batch.types, ends, batch.built, len(joined)))
+            self._recent.add(Page(first, batch.types, ends, data, start, batch.built))
             if self.last_seq - self._snapshot_seq >= self._snapshot_every:
                 self.snapshot()
         for listener in list(self._listeners):

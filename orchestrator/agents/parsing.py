@@ -319,13 +319,15 @@ class LoudLines:
         data = Needles.lowered(text)  # byte for byte: a newline is the same byte, and no other is
         numbers: set[int] = set()
         line = offset = 0
-        for start in self._scan.starts(data):  # counted between hits: no work at all for a quiet line
+        hits = self._scan.starts(data)
+        for start in hits:  # counted between hits: no work at all for a quiet line
             line += data.count(b"\n", offset, start)
             offset = start
             numbers.add(line)
-        if line + data.count(b"\n", offset) != len(lines) - 1:
+        json = "{" in text
+        if (hits or json) and line + data.count(b"\n", offset) != len(lines) - 1:
             return range(len(lines))  # a line holds a newline itself, which shifts the numbers: all loud
-        if "{" in text:
+        if json:
             starts = [found.start() + 1 for found in _JSON_AFTER_NEWLINE.finditer(text)]
             if _JSON_FIRST.match(text):
                 numbers.add(0)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.sse import to_sse
 from orchestrator.log import Redactor
 from orchestrator.models import AgentEvent, EventDraft, Output, SessionFinished
 from orchestrator.paths import SessionPaths
@@ -145,3 +146,31 @@ async def test_the_flusher_commits_an_event_after_a_quiet_spell_at_once(paths: S
         flusher.cancel()
         writer.close()
     assert [e.seq for e in EventReader(paths).read()] == [1, 2]  # close flushed the rest
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    runs=st.lists(st.lists(st.text(max_size=12), min_size=1, max_size=4), min_size=1, max_size=12),
+    flush_every=st.integers(min_value=1, max_value=5),
+    keep=st.integers(min_value=1, max_value=20),
+    after=st.integers(min_value=0, max_value=12),
+)
+def test_the_sse_messages_from_memory_are_the_log_s_lines_as_sse_starlette_writes_them(
+    tmp_path_factory: pytest.TempPathFactory, runs: list[list[str]], flush_every: int, keep: int, after: int
+) -> None:
+    """Any text (non-ASCII too), any pages, any forgotten head: ``sse()`` is each kept line's message, in order."""
+    paths = SessionPaths.of(tmp_path_factory.mktemp("s"), "sess0001")
+    with EventWriter.open(paths, recent_events=keep) as writer:
+        for number, lines in enumerate(runs, 1):
+            writer.append_output("codex-t1", "t1", "stderr" if number % 2 else "stdout", lines)
+            if number % flush_every == 0:
+                writer.flush()
+        writer.flush()
+        kept = writer.recent(after)
+        if kept is None:  # fell out of memory: the log serves
+            assert after < writer.last_seq - keep
+            return
+        logged = {e.seq: e for e in EventReader(paths).read()}
+        assert [s.seq for s in kept] == [seq for seq in logged if seq > after]
+        assert [s.text for s in kept] == [logged[s.seq].model_dump_json() for s in kept]
+        assert kept.sse() == b"".join(to_sse(s).encode() for s in kept)
