@@ -271,7 +271,7 @@ class EventWriter:
                 self._has_pending.clear()
             if not batch.texts:
                 return self.last_seq
-            joined = "\n".join(batch.texts) + "\n"
+            joined = "\n".join([*batch.texts, ""])  # each line ends in a newline (no copy to add the last)
             data = joined.encode()
             if self._redact.finds_utf8(data):
                 joined = self._redact_output(batch)

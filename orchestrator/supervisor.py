@@ -102,6 +102,8 @@ class _Run:
     skip: dict[str, int] = field(default_factory=dict)
     held: bool = False  # the observer holds the worker (a risky action under review)
     watched: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # the recovery rules' view of the worker while one batch is handled (its payloads share it)
+    view: WorkerView | None = None
 
 
 @dataclass
@@ -307,6 +309,7 @@ class Supervisor:
             if committed is not None:
                 await committed
                 committed = None
+            run.view = None  # the state may have moved on since the last batch
             for stream, texts, _ in self._skip(run, read) if run.skip else read:
                 run.lines += len(texts)
                 made = run.parser.parse_lines(stream, texts)
@@ -340,14 +343,16 @@ class Supervisor:
         if isinstance(payload, ev.AgentResult):
             run.result = payload
         if self.observer is not None:
-            run.held = True
+            run.held, run.view = True, None  # a review may take a while: the state moves on
             try:
                 await self.observer(event, run.container_id)
             finally:
                 run.held = False
                 run.watched = datetime.now(UTC)
         if run.action is None:
-            action = self.engine.monitor_stream(payload, self._view(job, past, memory))
+            if run.view is None:
+                run.view = self._view(job, past, memory)
+            action = self.engine.monitor_stream(payload, run.view)
             if action is not None:
                 await self._record(job, run, action, past)
                 run.exit_reason = "stopped"
