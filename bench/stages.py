@@ -3,7 +3,7 @@
 No Docker: the stages run on lines made here (about 110 B each), one core, in this process. It
 prints microseconds per line for the raw attach reader's own work (split 64 KiB chunks), the
 runtime's runs of lines (``AttachLines``), the Codex adapter on a plain line (one ``parse_line`` each, and
-``parse_lines`` on batches of 256), storing (``append_output`` with group commit and the state fold)
+``parse_lines`` on the runtime's batches), storing (``append_output`` with group commit and the state fold)
 and the SSE messages of stored events (``Recent.sse``, a run at once, as the fan-out writes them),
 per line they hold.
 Where B2's time goes.
@@ -20,12 +20,12 @@ from pathlib import Path
 
 from orchestrator.agents import get_adapter
 from orchestrator.paths import SessionPaths
+from orchestrator.runtime.batches import BATCH
 from orchestrator.runtime.lines import AttachLines
 from orchestrator.runtime.spec import LineRun
 from orchestrator.store import EventWriter
 
 CHUNK = 64 * 1024
-BATCH = 256
 
 
 def timed(label: str, lines: int, work: Callable[[], object]) -> float:
@@ -83,10 +83,10 @@ def main(lines: int) -> None:
             lambda: [parser.parse_lines("stdout", batch) for batch in batches],
         )
         timed("store: append_output + group commit + fold", lines, store)
-        kept = writer.recent(max(writer.last_seq - 100, 0))
+        kept = writer.recent(max(writer.last_seq - 50, 0))
         if kept is None:
-            raise RuntimeError("the writer no longer holds its last 100 events")
-        timed("SSE: the messages of stored lines, a run at once", len(kept) * BATCH or 1, kept.sse)
+            raise RuntimeError("the writer no longer holds its last 50 events")
+        timed("SSE: the messages of stored lines, a run at once", min(len(kept) * BATCH, lines) or 1, kept.sse)
 
 
 if __name__ == "__main__":

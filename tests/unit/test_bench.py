@@ -25,6 +25,7 @@ from bench.report import (
 )
 from bench.sse_clients import ChunkedBody, Reader
 from bench.stats import Dist, percentile, slope
+from orchestrator.runtime.batches import BATCH
 
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
 
@@ -214,7 +215,7 @@ def test_the_stage_timer_prints_one_figure_per_stage(capsys: pytest.CaptureFixtu
     rows = capsys.readouterr().out.splitlines()
     assert [row.split("  ")[0] for row in rows] == [
         "raw attach reader: split 64 KiB chunks", "runtime: attach frames -> runs of lines",
-        "adapter: Codex parse_line, plain line", "adapter: Codex parse_lines, batches of 256 plain lines",
+        "adapter: Codex parse_line, plain line", f"adapter: Codex parse_lines, batches of {BATCH} plain lines",
         "store: append_output + group commit + fold",
         "SSE: the messages of stored lines, a run at once",
     ]  # fmt: skip
