@@ -86,7 +86,9 @@ def main(lines: int) -> None:
         kept = writer.recent(max(writer.last_seq - 50, 0))
         if kept is None:
             raise RuntimeError("the writer no longer holds its last 50 events")
-        timed("SSE: the messages of stored lines, a run at once", min(len(kept) * BATCH, lines) or 1, kept.sse)
+        timed(
+            "SSE: the messages of stored lines, a run at once", min(len(kept) * BATCH, lines) or 1, kept.sse
+        )
 
 
 if __name__ == "__main__":
