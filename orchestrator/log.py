@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from orchestrator.textscan import Needles
@@ -40,9 +41,14 @@ class Redactor:
         self.register(*secrets)
 
     def register(self, *secrets: str) -> None:
-        """Add secret values; values shorter than 6 characters are ignored (too many false hits)."""
+        """Add secret values; values shorter than 6 characters are ignored (too many false hits).
+
+        A value is also found as JSON writes it inside a string (a quote, a backslash or a control
+        character escaped): the event log is redacted as JSON text.
+        """
         with self._lock:
-            new = {s for s in secrets if s and len(s) >= _MIN_SECRET} - self._secrets
+            kept = [s for s in secrets if s and len(s) >= _MIN_SECRET]
+            new = {*kept, *(_in_json(s) for s in kept)} - self._secrets
             if not new:
                 return
             self._secrets = self._secrets | new
@@ -80,6 +86,11 @@ class Redactor:
         if isinstance(obj, list | tuple):
             return [self.value(v) for v in obj]
         return obj
+
+
+def _in_json(secret: str) -> str:
+    """``secret`` as it appears inside a JSON string (escaped as orjson and pydantic escape it)."""
+    return orjson.dumps(secret).decode()[1:-1]
 
 
 REDACTOR = Redactor()

@@ -12,11 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from orchestrator.errors import SessionLocked, SessionNotFound
 from orchestrator.log import Redactor
-from orchestrator.models import EventDraft, Output, SessionCreated, SessionFinished, replay
+from orchestrator.models import EventDraft, Message, Output, SessionCreated, SessionFinished, replay
 from orchestrator.paths import SessionPaths
 from orchestrator.store import EventReader, EventWriter, atomic_write
 
@@ -216,6 +217,24 @@ def test_known_secrets_and_key_shapes_are_redacted_before_storing(paths: Session
     assert "sk-ant-api03" not in text
     assert isinstance(event.data, Output)
     assert event.data.line == "key [REDACTED] and [REDACTED]"
+
+
+@pytest.mark.parametrize("secret", ['pass"word-42', "back\\slash-secret", "tab\tand\nnewline-secret"])
+def test_a_secret_that_json_escapes_is_redacted_in_the_stored_event_too(
+    paths: SessionPaths, secret: str
+) -> None:
+    """A registered value holding a quote, a backslash or a control character is found in the event's
+    JSON, where it is escaped, and never reaches the file or the returned event."""
+    redactor = Redactor([secret])
+    with EventWriter.open(paths, redactor=redactor) as writer:
+        event = writer.append(
+            EventDraft.of("claude-t1", Message(role="assistant", text=f"the value is {secret}."))
+        )
+    stored = paths.events.read_text()
+    assert secret not in stored and orjson.dumps(secret).decode()[1:-1] not in stored
+    assert isinstance(event.data, Message)
+    assert event.data.text == "the value is [REDACTED]."
+    assert [e.data for e in EventReader(paths).read()] == [event.data]
 
 
 def test_reading_a_session_that_does_not_exist_is_a_clear_error(paths: SessionPaths) -> None:
