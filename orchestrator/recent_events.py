@@ -131,7 +131,7 @@ class Recent(Sequence[Stored]):
             index += self._len
         if not 0 <= index < self._len:
             raise IndexError(index)
-        page, at = self._locate(index)
+        _, page, at = self._locate(index)
         return page.stored(at)
 
     def __iter__(self) -> Iterator[Stored]:
@@ -183,23 +183,21 @@ class Recent(Sequence[Stored]):
         for number, page in enumerate(self._pages):
             yield page, self._start if number == 0 else 0, self._stop if number == last else len(page)
 
-    def _locate(self, index: int) -> tuple[Page, int]:
+    def _locate(self, index: int) -> tuple[int, Page, int]:
+        """The number of the page that holds event ``index``, the page and the event's index in it."""
         at = index + self._start
-        for page in self._pages:
+        for number, page in enumerate(self._pages):
             if at < len(page):
-                return page, at
+                return number, page, at
             at -= len(page)
         raise IndexError(index)
 
     def _cut(self, first: int, stop: int) -> Recent:
         if first >= stop:
             return Recent([])
-        start_page, start_at = self._locate(first)
-        stop_page, stop_at = self._locate(stop - 1)
-        pages = list(self._pages)
-        a = next(i for i, p in enumerate(pages) if p is start_page)
-        b = next(i for i, p in enumerate(pages) if p is stop_page)
-        return Recent(pages[a : b + 1], start_at, stop_at + 1)
+        a, _, start_at = self._locate(first)
+        b, _, stop_at = self._locate(stop - 1)
+        return Recent(self._pages[a : b + 1], start_at, stop_at + 1)
 
 
 class RecentEvents:

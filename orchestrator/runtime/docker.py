@@ -63,6 +63,7 @@ from orchestrator.runtime.lines import TimestampError, parse_timestamp_ns
 from orchestrator.runtime.pipe import End, Pipe, handout, keep_after
 from orchestrator.runtime.runs import lines_of
 from orchestrator.runtime.spec import (
+    NS_PER_S,
     ContainerInfo,
     ContainerSpec,
     ExitInfo,
@@ -75,7 +76,6 @@ from orchestrator.runtime.spec import (
 
 log = get_logger(__name__)
 T = TypeVar("T")
-_NS = 1_000_000_000
 _WAIT_CHUNK_S = 5.0  # a cancelled wait frees its thread within this time
 _CLAIM_ON_LOOP = 64 * 1024  # kept attach bytes made into lines on the event loop; more go to a thread
 _EXIT_AFTER_EOF_S = 2.0  # an attach ends as the process's output closes; its exit is seen soon after
@@ -90,7 +90,7 @@ def _time(raw: str | None) -> datetime | None:
     if not raw or raw == _NO_TIME:
         return None
     try:
-        return datetime.fromtimestamp(parse_timestamp_ns(raw.encode()) / _NS, tz=UTC)
+        return datetime.fromtimestamp(parse_timestamp_ns(raw.encode()) / NS_PER_S, tz=UTC)
     except TimestampError:
         return None
 
@@ -330,7 +330,7 @@ class DockerRuntime:
         """The stored log, after ``since_ns``, without the first ``skip[stream]`` lines of each stream."""
         await self.inspect(container_id)  # ContainerNotFound now, not from a thread later
         pipe = Pipe(asyncio.get_running_loop())
-        since_s = (since_ns or 0) // _NS  # the daemon filters by whole seconds; we filter exactly
+        since_s = (since_ns or 0) // NS_PER_S  # the daemon filters by whole seconds; we filter exactly
         followers = [
             Follower(self.client, self._inspect, container_id, name, since_s) for name in ("stdout", "stderr")
         ]

@@ -25,9 +25,8 @@ from orchestrator.runtime.docker_errors import vendor_errors
 from orchestrator.runtime.lines import LineAssembler
 from orchestrator.runtime.pipe import End, Pipe
 from orchestrator.runtime.runs import runs_of
-from orchestrator.runtime.spec import ContainerInfo, StreamName
+from orchestrator.runtime.spec import NS_PER_S, ContainerInfo, StreamName
 
-_NS = 1_000_000_000
 _FRAGMENT = 16 * 1024  # the daemon cuts longer lines into messages of this size
 
 
@@ -98,7 +97,7 @@ class Follower:
 
     def _read(self, pipe: Pipe, *, follow: bool) -> bool:
         """Feed every new frame to the pipe; False once cancelled or the consumer has gone."""
-        since = self._last_ns // _NS if self._last_ns else self._since_s
+        since = self._last_ns // NS_PER_S if self._last_ns else self._since_s
         with vendor_errors(f"read the {self._stream} of container {self._id[:12]}", self._id):
             logs = self._client().api.logs(
                 self._id, stdout=self._stream == "stdout", stderr=self._stream == "stderr",

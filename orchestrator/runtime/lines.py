@@ -22,9 +22,8 @@ from __future__ import annotations
 import struct
 from datetime import UTC, datetime
 
-from orchestrator.runtime.spec import LineRun, LogLine, StreamName
+from orchestrator.runtime.spec import NS_PER_S, LineRun, LogLine, StreamName
 
-_NS = 1_000_000_000
 _FRAME_HEADER = struct.Struct(">B3xL")
 _HEADER = _FRAME_HEADER.size
 MAX_LINE = 1024 * 1024  # longest line ``ChunkLines`` keeps whole; longer ones come in pieces
@@ -59,11 +58,11 @@ def parse_timestamp_ns(raw: bytes, cache: _EpochCache | None = None) -> int:
     seconds = (cache or _EpochCache()).seconds(raw[:19])
     fraction = raw[19:-1]
     if not fraction:
-        return seconds * _NS
+        return seconds * NS_PER_S
     digits = fraction[1:]
     if fraction[:1] != b"." or not digits.isdigit() or len(digits) > 9:
         raise TimestampError(f"bad fraction in timestamp: {raw[:40]!r}")
-    return seconds * _NS + int(digits.ljust(9, b"0"))
+    return seconds * NS_PER_S + int(digits.ljust(9, b"0"))
 
 
 class LineAssembler:

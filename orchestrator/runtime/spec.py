@@ -27,6 +27,7 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 NO_NEW_PRIVILEGES: Final = "no-new-privileges:true"
 MIN_SECRET = 6
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+NS_PER_S: Final = 1_000_000_000
 
 StreamName = Literal["stdout", "stderr"]
 ContainerStatus = Literal["created", "running", "paused", "restarting", "removing", "exited", "dead"]
