@@ -44,19 +44,10 @@ from tests.integration.test_modelserver_cli import BASE_URL, LABEL, hardened
 
 pytestmark = pytest.mark.timeout(180)
 
-SCENARIO = """
-[[turn]]
-text = "Checking first."
-shell = "echo ready"
-
-[[turn]]
-text = "Running the step."
-shell = "if [ -e started ]; then echo finished; else touch started; sleep 120; fi"
-retry_failed = 3
-
-[[turn]]
-text = "done"
-"""
+# a call that never ends the first time it runs (shared with the other half of these tests)
+SCENARIO = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "interrupted-call.toml"
+).read_text()
 PROMPT = "run the step"
 BLOCKING = "touch started"
 # Where a CLI logs a call before running it (None: it logs calls once they finished), under its state dir.

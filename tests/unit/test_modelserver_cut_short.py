@@ -18,6 +18,7 @@ result that the request answered with the call did not carry counts as a failure
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,19 +35,10 @@ from tests.unit.test_modelserver_client import (
     serving,
 )
 
-SCENARIO = """
-[[turn]]
-text = "Checking first."
-shell = "echo ready"
-
-[[turn]]
-text = "Running the step."
-shell = "if [ -e started ]; then echo finished; else touch started; sleep 120; fi"
-retry_failed = 3
-
-[[turn]]
-text = "done"
-"""
+# a call that never ends the first time it runs (shared with the other half of these tests)
+SCENARIO = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "interrupted-call.toml"
+).read_text()
 PROMPT = "run the step"
 BLOCKING = "if [ -e started ]; then echo finished; else touch started; sleep 120; fi"
 FAMILY: dict[str, Family] = {"claude": "anthropic", "codex": "openai", "gemini": "gemini"}
