@@ -237,7 +237,7 @@ class EventWriter:
                 body = orjson.loads(texts[index])
                 body["data"]["lines"] = [redact(line) for line in body["data"]["lines"]]
                 texts[index] = orjson.dumps(body).decode()
-        return "\n".join(texts) + "\n"
+        return "\n".join([*texts, ""])
 
     def _head(self, seq: int, now: datetime, worker: str, task_id: str | None, kind: str) -> str:
         """An event's JSON up to its ``data`` value, exactly as ``AgentEvent.model_dump_json`` writes it."""

@@ -31,7 +31,7 @@ from orchestrator.models.common import AgentName
 from orchestrator.models.events import ExitReason
 from orchestrator.recovery import ExitInfo as RecoveryExit
 from orchestrator.recovery import PermissionRecoveryEngine, WorkerView
-from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime
+from orchestrator.runtime import ATTEMPT_LABEL, SESSION_LABEL, WORKER_LABEL, Runtime, runs
 from orchestrator.runtime.spec import ContainerSpec, ExitInfo, LineRun
 from orchestrator.store import EventWriter
 
@@ -301,16 +301,17 @@ class Supervisor:
     ) -> None:  # fmt: skip
         """Store every line (``output_lines`` events) and act on what the adapter makes of it.
 
-        Lines come in the runs the runtime read them in (``stream_runs``: one stream each). Each run is
-        parsed at once (``parse_lines``) and stored as one event, then the payloads made of its lines
-        follow in order: a line is always stored before the events made from it.
+        Lines come in the runs the runtime read them in (``stream_runs``). Each stretch of one
+        stream's lines in a batch is parsed at once (``parse_lines``) and stored as one event, then
+        the payloads made of its lines follow in order: a line is always stored before the events
+        made from it.
         """
         async for read in self.runtime.stream_runs(run.container_id):
             if committed is not None:
                 await committed
                 committed = None
             run.view = None  # the state may have moved on since the last batch
-            for stream, texts, _ in self._skip(run, read) if run.skip else read:
+            for stream, texts in runs.by_stream(self._skip(run, read) if run.skip else read):
                 run.lines += len(texts)
                 made = run.parser.parse_lines(stream, texts)
                 self.writer.append_output(job.worker, job.task_id, stream, texts)

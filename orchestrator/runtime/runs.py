@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from itertools import repeat
 
-from orchestrator.runtime.spec import LineRun, LogLine
+from orchestrator.runtime.spec import LineRun, LogLine, StreamName
 
 
 def runs_of(lines: Iterable[LogLine]) -> list[LineRun]:
@@ -34,6 +34,21 @@ def lines_of(runs: Iterable[LineRun]) -> list[LogLine]:
     for stream, texts, time_ns in runs:
         lines += map(_new_tuple, repeat(LogLine), zip(repeat(stream), texts, repeat(time_ns)))
     return lines
+
+
+def by_stream(runs: Iterable[LineRun]) -> list[tuple[StreamName, list[str]]]:
+    """The texts of each stretch of consecutive runs of one stream, their times dropped.
+
+    A stored log stamps every line apart (one run per line); a consumer that stores or parses a
+    stream's lines together, whatever their times, takes them from here.
+    """
+    stretches: list[tuple[StreamName, list[str]]] = []
+    for stream, texts, _ in runs:
+        if stretches and stretches[-1][0] == stream:
+            stretches[-1][1].extend(texts)
+        else:
+            stretches.append((stream, list(texts)))
+    return stretches
 
 
 def size(runs: Iterable[LineRun]) -> int:

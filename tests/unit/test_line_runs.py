@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.runtime.pipe import keep_after
-from orchestrator.runtime.runs import cut, lines_of, runs_of, size
+from orchestrator.runtime.runs import by_stream, cut, lines_of, runs_of, size
 from orchestrator.runtime.spec import LineRun, LogLine
 
 line_st = st.builds(LogLine, st.sampled_from(["stdout", "stderr"]), st.text(max_size=5), st.integers(0, 3))
@@ -34,6 +34,23 @@ def test_runs_give_every_line_back_exactly_and_neighbours_differ(lines: list[Log
     assert size(runs) == len(lines)
     assert all(run.texts for run in runs)
     assert all((a.stream, a.time_ns) != (b.stream, b.time_ns) for a, b in itertools.pairwise(runs))
+
+
+def test_a_stored_log_s_one_line_runs_are_stored_by_stretch_of_one_stream() -> None:
+    """A stored log stamps each line apart: the consumer still takes one stream's lines together."""
+    lines = [LogLine("stdout", "a", 1), LogLine("stdout", "b", 2), LogLine("stderr", "c", 3),
+             LogLine("stderr", "d", 4), LogLine("stdout", "e", 5)]  # fmt: skip
+    assert by_stream(runs_of(lines)) == [("stdout", ["a", "b"]), ("stderr", ["c", "d"]), ("stdout", ["e"])]
+    assert by_stream([]) == []
+
+
+@given(st.lists(line_st, max_size=40))
+def test_stretches_hold_every_line_once_in_order_and_alternate(lines: list[LogLine]) -> None:
+    runs = runs_of(lines)
+    stretches = by_stream(runs)
+    assert [(s, t) for s, texts in stretches for t in texts] == [(line.stream, line.text) for line in lines]
+    assert all(a[0] != b[0] for a, b in itertools.pairwise(stretches))
+    assert lines_of(runs) == lines  # the runs themselves are left as they were
 
 
 def test_a_run_longer_than_a_batch_is_split_and_batches_fill_up() -> None:
